@@ -1,0 +1,58 @@
+"""Fixtures shared by every stage's tests: a real PostgreSQL, one fresh database per test.
+
+The server is the caller's when PG* variables are set, else the embedded one (started once and
+left running). Each test gets its own database, so tests never see each other's rows; the
+libpq variables point at it, so stage CLIs started as subprocesses use it too.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from mlp_common.embedded import ensure_warehouse
+
+
+@pytest.fixture(scope="session")
+def warehouse_server() -> dict[str, str]:
+    """libpq settings of the server the tests use (started if need be)."""
+    return ensure_warehouse()
+
+
+@pytest.fixture
+def warehouse(warehouse_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A fresh, empty database for one test; PG* variables point at it for the test's duration."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = {**warehouse_server, "PGDATABASE": warehouse_server.get("PGDATABASE", "postgres")}
+    with psycopg.connect(_conninfo(admin), autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    env = {**warehouse_server, "PGDATABASE": name}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield env
+    finally:
+        with psycopg.connect(_conninfo(admin), autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def _conninfo(env: dict[str, str]) -> str:
+    keys = {"PGHOST": "host", "PGPORT": "port", "PGDATABASE": "dbname", "PGUSER": "user", "PGPASSWORD": "password", "PGSSLMODE": "sslmode"}
+    return psycopg.conninfo.make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys and v})
+
+
+@pytest.fixture
+def db(warehouse: dict[str, str]) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the test's database."""
+    with psycopg.connect(_conninfo(warehouse), autocommit=True) as conn:
+        yield conn
+
+
+def stage_env(**overrides: str) -> dict[str, str]:
+    """The environment for a stage subprocess: the current one (PG* included) plus overrides."""
+    return {**os.environ, **overrides}
