@@ -13,9 +13,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
-
 from mlp_common.embedded import ensure_warehouse
+from psycopg import sql
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import sys
 import traceback
 from typing import NoReturn
 
-import click
 import psycopg
 import typer
 
@@ -34,12 +33,16 @@ def run_app(app: typer.Typer, stage: str, args: list[str] | None = None) -> NoRe
     set_context(stage=stage)
     try:
         returned = app(args=args, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: click's own message and code 2
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.TyperException as exc:  # usage errors: the parser's own message, exit code 2
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"{stage}: error: {exc}", file=sys.stderr)
+        sys.exit(int(getattr(exc, "exit_code", ExitCode.USAGE)))
+    except typer.Abort:
         fail(stage, "aborted", ExitCode.UNEXPECTED)
     except StageError as exc:
         fail(stage, str(exc), exc.code)

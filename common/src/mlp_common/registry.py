@@ -174,7 +174,7 @@ def get_version(conn: psycopg.Connection, version: int, model_name: str = DEFAUL
     """A version's metadata, or StageError(UNKNOWN_MODEL_VERSION)."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            f"select {_METADATA_COLUMNS} from ml.model_versions where model_name = %s and version = %s",
+            f"select {_METADATA_COLUMNS} from ml.model_versions where model_name = %s and version = %s",  # noqa: S608 - constant column list
             (model_name, version),
         ).fetchone()
     if row is None:
@@ -184,14 +184,15 @@ def get_version(conn: psycopg.Connection, version: int, model_name: str = DEFAUL
 
 def champion(conn: psycopg.Connection, model_name: str = DEFAULT_MODEL) -> ModelVersion | None:
     """The current champion's metadata, or None when no version was ever promoted."""
+    columns = ", ".join("v." + c.strip() for c in _METADATA_COLUMNS.split(","))
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             f"""
-            select {", ".join("v." + c.strip() for c in _METADATA_COLUMNS.split(","))}
+            select {columns}
             from ml.model_champion as c
             inner join ml.model_versions as v using (model_name, version)
             where c.model_name = %s
-            """,
+            """,  # noqa: S608 - constant column list
             (model_name,),
         ).fetchone()
     return None if row is None else _to_version(row)
@@ -209,7 +210,8 @@ def load_artifact(conn: psycopg.Connection, version: ModelVersion) -> bytes:
     actual = sha256(artifact)
     if actual != expected or expected != version.artifact_sha256:
         raise StageError(
-            f"artifact of model version {version.version} fails its integrity check (sha256 {actual[:12]}… != {expected[:12]}…); refusing to load it",
+            f"artifact of model version {version.version} fails its integrity check"
+            f" (sha256 {actual[:12]}… != {expected[:12]}…); refusing to load it",
             ExitCode.ARTIFACT_INTEGRITY,
         )
     return artifact
@@ -230,9 +232,7 @@ def promote(
     race (the caller's comparison is stale); the decision is recorded either way.
     """
     with conn.transaction():
-        current = conn.execute(
-            "select version from ml.model_champion where model_name = %s for update", (model_name,)
-        ).fetchone()
+        current = conn.execute("select version from ml.model_champion where model_name = %s for update", (model_name,)).fetchone()
         current_version = None if current is None else int(current[0])
         if current_version != compared_with:
             won = False

@@ -1,0 +1,309 @@
+"""Turn a raw CSV or Parquet file into COPY payloads and rejected lines, accounting for every line.
+
+The CSV fast path leaves well-formed lines untouched and lets PostgreSQL's own CSV parser (COPY)
+do the work; Python only checks the field count, appends the line number (and, for a history
+load, the partition date) and sets aside what COPY would choke on: lines that are not UTF-8, hold
+a NUL byte or a stray carriage return, or have the wrong number of fields. Lines containing
+quotes take a slower path through the `csv` module, which also joins quoted fields that span
+several physical lines into one record.
+
+Counting rule: a record is one physical line, except a quoted field with line breaks, which makes
+its lines one record (numbered by its first line). The header is line 1 of a CSV file; Parquet
+rows are numbered from 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from mlp_common.exit_codes import ExitCode, StageError
+
+from ingest.contract import TableContract
+
+CHUNK_BYTES = 4 << 20
+MAX_RECORD_LINES = 200  # a quoted field longer than this many lines is an unterminated quote
+BOM = b"\xef\xbb\xbf"
+_ISO_DAY = re.compile(rb"^\d{4}-\d{2}-\d{2}")
+
+
+@dataclass
+class Rejected:
+    line_number: int
+    reason: str
+    raw: bytes
+    partition: date | None = None
+
+
+@dataclass
+class Batch:
+    """One COPY payload (CSV rows in `columns` order) plus the lines set aside while building it."""
+
+    payload: bytes
+    rows: int
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+@dataclass
+class ParsedHeader:
+    columns: list[str]  # source columns, in the file's order
+    date_index: int  # position of the table's date column
+
+
+def check_header(names: list[str], table: TableContract, path: Path) -> ParsedHeader:
+    """The file's columns must be exactly the contract's (any order, case and spaces ignored)."""
+    cleaned = [n.strip().lower() for n in names]
+    expected = set(table.columns)
+    missing = [c for c in table.columns if c not in cleaned]
+    unknown = [c for c in cleaned if c not in expected]
+    duplicated = sorted({c for c in cleaned if cleaned.count(c) > 1})
+    if missing or unknown or duplicated:
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        if unknown:
+            problems.append(f"unexpected {', '.join(repr(u) for u in unknown)}")
+        if duplicated:
+            problems.append(f"duplicated {', '.join(duplicated)}")
+        raise StageError(
+            f"{path}: header does not match the {table.name} contract ({'; '.join(problems)}); expected {','.join(table.columns)}",
+            ExitCode.HEADER_MISMATCH,
+        )
+    return ParsedHeader(columns=cleaned, date_index=cleaned.index(table.date_column))
+
+
+class _DayCache(dict[bytes, "date | None"]):
+    """Parsed partition dates by raw text: a history load sees few distinct dates, parse each once."""
+
+    def __missing__(self, raw: bytes) -> date | None:
+        value: date | None = None
+        text = raw.strip().strip(b'"')
+        if _ISO_DAY.match(text) and (len(text) == 10 or text[10:11] in (b"T", b" ")):
+            try:
+                value = date.fromisoformat(text[:10].decode())
+            except ValueError:
+                value = None
+        self[raw] = value
+        return value
+
+
+class CsvReader:
+    """Streams one CSV file as COPY batches. `partition_by_date`: history mode (each row's own date)."""
+
+    def __init__(self, handle: BinaryIO, path: Path, table: TableContract, partition_by_date: bool, constants: bytes = b"") -> None:
+        """`constants`: CSV text appended to every row after its line number (and, for a history load,
+        its partition date): the load metadata that is the same for the whole file."""
+        self.handle = handle
+        self.constants = constants
+        self.path = path
+        self.table = table
+        self.partition_by_date = partition_by_date
+        self.days = _DayCache()
+        self.header = self._read_header()
+        self.width = len(self.header.columns)
+        self.commas = self.width - 1
+        self.line_number = 1  # the header
+
+    def _read_header(self) -> ParsedHeader:
+        first = self.handle.readline()
+        if not first.strip(BOM + b" \t\r\n"):
+            raise StageError(f"{self.path}: file is empty (no header line)", ExitCode.EMPTY_FILE)
+        first = first.removeprefix(BOM).rstrip(b"\r\n")
+        try:
+            text = first.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StageError(f"{self.path}: header is not valid UTF-8", ExitCode.HEADER_MISMATCH) from exc
+        names = next(csv.reader([text]), [])
+        return check_header(names, self.table, self.path)
+
+    def batches(self) -> Iterator[Batch]:
+        tail = b""
+        pending: list[bytes] = []  # physical lines of a quoted record that spans lines
+        while True:
+            chunk = self.handle.read(CHUNK_BYTES)
+            if not chunk:
+                break
+            data = tail + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                tail = data
+                continue
+            tail = data[cut + 1 :]
+            yield self._batch(data[:cut], pending)
+        if tail:
+            yield self._careful([tail], pending)
+        while pending:  # end of file inside a quoted field
+            yield self._unterminated(pending)
+
+    def _batch(self, block: bytes, pending: list[bytes]) -> Batch:
+        if pending or not self._is_clean(block):
+            return self._careful(block.split(b"\n"), pending)
+        if self.partition_by_date:
+            return self._fast(block.split(b"\n"))
+        return self._fast_block(block)
+
+    @staticmethod
+    def _is_clean(block: bytes) -> bool:
+        if b'"' in block or b"\x00" in block:
+            return False
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    def _fast_block(self, block: bytes) -> Batch:
+        """Daily load of a clean block (no quotes, NULs or bad UTF-8): no Python loop per line.
+
+        numpy finds each line's comma count; runs of good lines get their line numbers appended by
+        one bytes %-format per run; the few bad lines are set aside.
+        """
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n").removesuffix(b"\r")
+            if b"\r" in block:
+                return self._fast(block.split(b"\n"))  # stray carriage returns: line by line
+        buf = np.frombuffer(block, dtype=np.uint8)
+        newlines = np.flatnonzero(buf == 10)
+        starts = np.concatenate(([0], newlines + 1))
+        ends = np.concatenate((newlines, [len(block)]))
+        commas = np.flatnonzero(buf == 44)
+        counts = np.searchsorted(commas, ends) - np.searchsorted(commas, starts)
+        bad = np.flatnonzero((counts != self.commas) | (ends == starts))
+        first = self.line_number + 1
+        self.line_number += len(starts)
+        rejected = [self._reject_shape(first + int(i), block[starts[i] : ends[i]]) for i in bad]
+        edges = [-1, *bad.tolist(), len(starts)]
+        pieces = []
+        for before, after in itertools.pairwise(edges):
+            a, b = before + 1, after  # good lines a .. b-1
+            if a >= b:
+                continue
+            segment = block[starts[a] : ends[b - 1]]
+            tail = b",%d" + self.constants.replace(b"%", b"%%") + b"\n"
+            template = segment.replace(b"%", b"%%").replace(b"\n", tail) + tail
+            pieces.append(template % tuple(range(first + a, first + b)))
+        return Batch(b"".join(pieces), len(starts) - len(bad), rejected)
+
+    def _fast(self, lines: list[bytes]) -> Batch:
+        """Clean lines, one by one (history loads, which need each row's own date)."""
+        start = self.line_number + 1
+        self.line_number += len(lines)
+        out: list[bytes] = []
+        rejected: list[Rejected] = []
+        commas = self.commas
+        for number, line in enumerate(lines, start):
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.count(b",") != commas or b"\r" in line or not line:
+                rejected.append(self._reject_shape(number, line))
+                continue
+            if self.partition_by_date:
+                day = self.days[line.split(b",", self.width)[self.header.date_index]]
+                if day is None:
+                    rejected.append(self._reject_date(number, line))
+                    continue
+                out.append(b"%s,%d,%s%s\n" % (line, number, day.isoformat().encode(), self.constants))
+            else:
+                out.append(b"%s,%d%s\n" % (line, number, self.constants))
+        return Batch(b"".join(out), len(out), rejected)
+
+    def _reject_shape(self, number: int, line: bytes) -> Rejected:
+        if not line.strip():
+            return Rejected(number, "blank line", line)
+        if b"\r" in line:
+            return Rejected(number, "stray carriage return inside a line", line)
+        found = line.count(b",") + 1
+        return Rejected(number, f"expected {self.width} fields, found {found}", line)
+
+    def _reject_date(self, number: int, line: bytes) -> Rejected:
+        column = self.table.date_column
+        return Rejected(number, f"unparseable {column} (a history load partitions rows by it)", line)
+
+    def _careful(self, lines: list[bytes], pending: list[bytes]) -> Batch:
+        out: list[bytes] = []
+        rejected: list[Rejected] = []
+        rows = 0
+        for line in lines:
+            self.line_number += 1
+            if pending:
+                pending.append(line)
+                record = b"\n".join(pending)
+                if _quotes_balanced(record):
+                    rows += self._take_record(record, self.line_number - len(pending) + 1, out, rejected)
+                    pending.clear()
+                elif len(pending) >= MAX_RECORD_LINES:
+                    nested = self._unterminated(pending)
+                    out.append(nested.payload)
+                    rows += nested.rows
+                    rejected.extend(nested.rejected)
+                continue
+            if b'"' in line and not _quotes_balanced(line):
+                pending.append(line)  # a quoted field goes on: its line break (\r\n too) is data
+                continue
+            rows += self._take_record(line, self.line_number, out, rejected)
+        return Batch(b"".join(out), rows, rejected)
+
+    def _take_record(self, record: bytes, number: int, out: list[bytes], rejected: list[Rejected]) -> bool:
+        """Append the record to `out` (True) or to `rejected` (False)."""
+        record = record.removesuffix(b"\r")
+        try:
+            text = record.decode("utf-8")
+        except UnicodeDecodeError:
+            rejected.append(Rejected(number, "not valid UTF-8", record))
+            return False
+        if "\x00" in text:
+            rejected.append(Rejected(number, "NUL byte in line", record))
+            return False
+        if not text.strip():
+            rejected.append(Rejected(number, "blank line", record))
+            return False
+        if '"' not in text:
+            if "\r" in text:
+                rejected.append(Rejected(number, "stray carriage return inside a line", record))
+                return False
+            fields = text.split(",")
+        else:
+            fields = next(csv.reader(io.StringIO(text, newline="")), [])
+        if len(fields) != self.width:
+            rejected.append(Rejected(number, f"expected {self.width} fields, found {len(fields)}", record))
+            return False
+        line = record if '"' not in text and "\r" not in text else _csv_line(fields)
+        if self.partition_by_date:
+            day = self.days[fields[self.header.date_index].encode()]
+            if day is None:
+                rejected.append(self._reject_date(number, record))
+                return False
+            out.append(b"%s,%d,%s%s\n" % (line, number, day.isoformat().encode(), self.constants))
+        else:
+            out.append(b"%s,%d%s\n" % (line, number, self.constants))
+        return True
+
+    def _unterminated(self, pending: list[bytes]) -> Batch:
+        """Reject the line that opened a quote never closed; re-read the lines after it as records."""
+        first, rest = pending[0], pending[1:]
+        number = self.line_number - len(pending) + 1
+        pending.clear()
+        self.line_number -= len(rest)
+        batch = self._careful(rest, pending)
+        batch.rejected.insert(0, Rejected(number, "unterminated quoted field", first))
+        return batch
+
+
+def _quotes_balanced(data: bytes) -> bool:
+    return data.count(b'"') % 2 == 0
+
+
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]|^\\\.$')
+
+
+def _csv_line(fields: list[str]) -> bytes:
+    """Re-serialise parsed fields for COPY (FORMAT csv): quote what needs quoting, keep empties NULL."""
+    return ",".join('"' + f.replace('"', '""') + '"' if _NEEDS_QUOTES.search(f) else f for f in fields).encode("utf-8")

@@ -1,0 +1,301 @@
+"""The ingest stage against a real PostgreSQL: lossless, idempotent, concurrent, strict about bad input."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mlp_common.exit_codes import ExitCode
+
+from tests.ingest.helpers import CUSTOMER_HEADER, TX_HEADER, rows, write_day
+
+pytestmark = pytest.mark.integration
+
+DAY = "2024-03-05"
+
+
+def tx_lines(n: int, day: str = DAY, start: int = 1) -> list[str]:
+    return [f"T{i:06d},C{i % 7:03d},{10 + i % 50}.25,{day},grocery,M{i % 9:02d}" for i in range(start, start + n)]
+
+
+def tx_file(lines: list[str], newline: str = "\n") -> str:
+    return newline.join([TX_HEADER, *lines]) + newline
+
+
+def test_daily_load_lands_every_line_with_metadata(landing, run_ingest, db):
+    write_day(landing, "transactions", DAY, tx_file(tx_lines(25)))
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == 0, run.stderr
+    assert run.result is not None
+    assert (run.result["rows_read"], run.result["rows_loaded"], run.result["rows_rejected"]) == (25, 25, 0)
+    landed = rows(
+        db, "select _partition_date::text, min(_line_number), max(_line_number), count(distinct _batch_id) from raw.transactions group by 1"
+    )
+    assert landed == [(DAY, 2, 26, 1)]
+    lineage = rows(
+        db,
+        """
+        select b.source_file, b.rows_loaded, count(*)
+        from raw.transactions as t inner join raw.load_batches as b on b.batch_id = t._batch_id
+        group by 1, 2
+        """,
+    )
+    assert [(Path(f).name, loaded, n) for f, loaded, n in lineage] == [(f"{DAY}.csv", 25, 25)]
+
+
+def test_reload_of_a_date_replaces_it_and_leaves_other_dates(landing, run_ingest, db):
+    write_day(landing, "transactions", DAY, tx_file(tx_lines(10)))
+    write_day(landing, "transactions", "2024-03-06", tx_file(tx_lines(4, "2024-03-06", start=100)))
+    assert run_ingest("load", "--ds", DAY, "--source", str(landing)).code == 0
+    assert run_ingest("load", "--ds", "2024-03-06", "--source", str(landing)).code == 0
+    first = rows(db, "select transaction_id, amount from raw.transactions order by 1")
+    assert run_ingest("load", "--ds", DAY, "--source", str(landing)).code == 0
+    assert rows(db, "select transaction_id, amount from raw.transactions order by 1") == first
+    write_day(landing, "transactions", DAY, tx_file(tx_lines(3)))  # the source re-sent a corrected, shorter day
+    assert run_ingest("load", "--ds", DAY, "--source", str(landing)).code == 0
+    assert rows(db, "select _partition_date::text, count(*) from raw.transactions group by 1 order by 1") == [(DAY, 3), ("2024-03-06", 4)]
+    assert rows(db, "select count(*), count(distinct source_file) from raw.load_batches") == [(4, 2)]
+
+
+def test_every_planted_defect_is_landed_or_rejected_and_counted(landing, run_ingest, db):
+    lines = [
+        "T1,C001,12.50,2024-03-05,grocery,M01",  # clean
+        "T2,C001,0.00,2024-03-05,grocery,M01",  # zero amount: landed, dbt excludes it
+        "T3,,5.00,2024-03-05,grocery,M01",  # blank customer: landed (NULL), dbt excludes it
+        "T4,   ,5.00,2024-03-05,grocery,M01",  # whitespace customer: landed
+        "T5,C002,-7.10,2024-03-05,home,M02",  # a return: landed
+        "T6,C002,7.10,2024-13-45,home,M02",  # unparseable date: landed as text, dbt excludes it
+        "T7,C002,7.10,2031-01-01,home,M02",  # future date: landed
+        "T8,C003,  GROCERY ,2024-03-05,  Grocery ,M03",  # odd case and spaces: landed as is
+        "T1,C001,12.50,2024-03-05,grocery,M01",  # re-sent row: landed, dbt de-duplicates
+        "T9,C003,1.00,2024-03-05,grocery",  # too few fields: rejected
+        "T10,C003,1.00,2024-03-05,grocery,M01,extra",  # too many fields: rejected
+    ]
+    content = tx_file(lines).encode() + b"T11,C004,3.00,2024-03-05,caf\xe9,M01\n" + b"T12,C004,3.00,2024-03-05,gro\x00cery,M01\n"
+    write_day(landing, "transactions", DAY, content)
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == 0, run.stderr
+    assert run.result["rows_read"] == 13 == run.result["rows_loaded"] + run.result["rows_rejected"]
+    assert run.result["rows_loaded"] == 9
+    reasons = dict(rows(db, "select reason, count(*) from raw.transactions_rejected group by 1"))
+    assert reasons == {"expected 6 fields, found 5": 1, "expected 6 fields, found 7": 1, "not valid UTF-8": 1, "NUL byte in line": 1}
+    raw_lines = [bytes(r[0]) for r in rows(db, "select raw_line from raw.transactions_rejected order by _line_number")]
+    assert raw_lines[2] == b"T11,C004,3.00,2024-03-05,caf\xe9,M01"  # the bytes as they came
+    landed = dict(rows(db, "select _line_number, customer_id from raw.transactions where transaction_id in ('T3', 'T4')"))
+    assert landed == {4: None, 5: "   "}
+
+
+def test_crlf_quotes_embedded_newlines_and_bom(landing, run_ingest, db):
+    body = (
+        "\ufeff" + TX_HEADER + "\r\n"
+        'T1,C001,"1,234.50",2024-03-05,"home, garden",M01\r\n'
+        'T2,C001,3.00,2024-03-05,"say ""hi""",M01\r\n'
+        'T3,C001,3.00,2024-03-05,"two\r\nlines",M01\r\n'
+        "T4,C001,3.00,2024-03-05,plain,M01\r\n"
+    )
+    write_day(landing, "transactions", DAY, body)
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == 0, run.stderr
+    assert (run.result["rows_loaded"], run.result["rows_rejected"]) == (4, 0)
+    got = rows(db, "select transaction_id, amount, category, _line_number from raw.transactions order by _line_number")
+    assert got == [
+        ("T1", "1,234.50", "home, garden", 2),
+        ("T2", "3.00", 'say "hi"', 3),
+        ("T3", "3.00", "two\r\nlines", 4),
+        ("T4", "3.00", "plain", 6),
+    ]
+
+
+def test_unterminated_quote_rejects_one_line_and_keeps_the_rest(landing, run_ingest, db):
+    write_day(landing, "transactions", DAY, tx_file(['T1,C001,1.00,2024-03-05,"broken,M01', *tx_lines(3, start=2)]))
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == 0, run.stderr
+    assert (run.result["rows_loaded"], run.result["rows_rejected"]) == (3, 1)
+    assert rows(db, "select _line_number, reason from raw.transactions_rejected") == [(2, "unterminated quoted field")]
+
+
+def test_header_may_be_reordered_and_cased(landing, run_ingest, db):
+    write_day(
+        landing,
+        "transactions",
+        DAY,
+        "Customer_ID, TRANSACTION_ID,amount,transaction_date,category,merchant_id\nC001,T1,2.00,2024-03-05,home,M01\n",
+    )
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == 0, run.stderr
+    assert rows(db, "select transaction_id, customer_id from raw.transactions") == [("T1", "C001")]
+
+
+@pytest.mark.parametrize(
+    ("setup", "code", "message"),
+    [
+        (lambda root: None, ExitCode.SOURCE_MISSING, "no transactions file for 2024-03-05"),
+        (lambda root: write_day(root, "transactions", DAY, b""), ExitCode.EMPTY_FILE, "file is empty"),
+        (
+            lambda root: write_day(root, "transactions", DAY, "id,customer,amount\n1,2,3\n"),
+            ExitCode.HEADER_MISMATCH,
+            "header does not match",
+        ),
+        (lambda root: (root / "transactions" / f"{DAY}.csv").mkdir(parents=True), ExitCode.FILE_UNREADABLE, "cannot be read"),
+        (
+            lambda root: write_day(root, "transactions", DAY, b"not parquet", ".parquet"),
+            ExitCode.FILE_UNREADABLE,
+            "not a readable Parquet file",
+        ),
+    ],
+    ids=["missing", "empty", "wrong-header", "unreadable", "corrupt-parquet"],
+)
+def test_bad_input_is_one_line_a_distinct_code_and_writes_nothing(landing, run_ingest, db, setup, code, message):
+    write_day(landing, "transactions", "2024-03-04", tx_file(tx_lines(2, "2024-03-04")))
+    assert run_ingest("load", "--ds", "2024-03-04", "--source", str(landing)).code == 0
+    before = rows(db, "select count(*) from raw.transactions")
+    setup(landing)
+    # a valid customers file for the same day must not be half-loaded when transactions fail
+    write_day(landing, "customers", DAY, f"{CUSTOMER_HEADER}\nC001,40,north,basic,2023-01-01\n")
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == code
+    assert message in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert rows(db, "select count(*) from raw.transactions") == before
+    assert rows(db, "select count(*) from raw.customers") == [(0,)]
+
+
+def test_missing_source_folder_and_bad_arguments(tmp_path, run_ingest):
+    assert run_ingest("load", "--ds", DAY, "--source", str(tmp_path / "nowhere")).code == ExitCode.SOURCE_MISSING
+    assert run_ingest("load", "--ds", "05/03/2024", "--source", str(tmp_path)).code == ExitCode.BAD_ARGUMENT
+    assert run_ingest("load", "--source", str(tmp_path)).code == ExitCode.BAD_ARGUMENT
+    assert run_ingest("load", "--history", "--table", "orders", "--source", str(tmp_path)).code == ExitCode.UNKNOWN_TABLE
+
+
+def test_header_only_file_is_a_quiet_day_not_an_error(landing, run_ingest, db):
+    write_day(landing, "transactions", DAY, TX_HEADER + "\n")
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == 0, run.stderr
+    assert run.result["rows_read"] == 0
+
+
+def test_customers_table_is_optional(landing, run_ingest, db):
+    write_day(landing, "transactions", DAY, tx_file(tx_lines(2)))
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == 0
+    assert set(run.result["tables"]) == {"transactions"}
+    write_day(landing, "customers", DAY, f"{CUSTOMER_HEADER}\nC001,40,north,basic,2023-01-01\nC002,,south,plus,2024-03-05\n")
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.result["tables"]["customers"]["rows_loaded"] == 2
+    assert rows(db, "select customer_id, age from raw.customers order by 1") == [("C001", "40"), ("C002", None)]
+
+
+def test_parquet_daily_and_history(landing, run_ingest, db):
+    table = pa.table(
+        {
+            "transaction_id": ["T1", "T2", "T3"],
+            "customer_id": ["C1", None, "C3"],
+            "amount": pa.array([1.5, -2.0, 0.0]),
+            "transaction_date": pa.array(["2024-03-05", "2024-03-06", "garbage"]),
+            "category": ["home", "toys", "home"],
+            "merchant_id": ["M1", "M2", "M3"],
+        }
+    )
+    path = landing / "transactions" / f"{DAY}.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path)
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == 0, run.stderr
+    assert rows(db, "select transaction_id, customer_id, amount, _line_number from raw.transactions order by 1") == [
+        ("T1", "C1", "1.5", 1),
+        ("T2", None, "-2", 2),
+        ("T3", "C3", "0", 3),
+    ]
+    run = run_ingest("load", "--history", "--source", str(landing))
+    assert run.code == 0, run.stderr
+    assert (run.result["rows_loaded"], run.result["rows_rejected"]) == (2, 1)
+    assert rows(db, "select _partition_date::text, count(*) from raw.transactions group by 1 order by 1") == [
+        ("2024-03-05", 1),
+        ("2024-03-06", 1),
+    ]
+
+
+def test_history_load_partitions_by_row_date_and_is_idempotent(landing, run_ingest, db):
+    write_day(
+        landing, "transactions", "a", tx_file([*tx_lines(3, "2024-03-05"), *tx_lines(2, "2024-03-07", start=50), "T99,C1,1.0,nope,home,M1"])
+    )
+    write_day(landing, "transactions", "b", tx_file(tx_lines(4, "2024-03-07", start=60)))
+    write_day(landing, "customers", "all", f"{CUSTOMER_HEADER}\nC001,40,north,basic,2023-01-01\n")
+    first = run_ingest("load", "--history", "--source", str(landing))
+    assert first.code == 0, first.stderr
+    assert first.result["rows_read"] == 11 and first.result["rows_rejected"] == 1
+    state = rows(db, "select _partition_date::text, count(*) from raw.transactions group by 1 order by 1")
+    assert state == [("2024-03-05", 3), ("2024-03-07", 6)]
+    again = run_ingest("load", "--history", "--source", str(landing))
+    assert again.code == 0
+    assert rows(db, "select _partition_date::text, count(*) from raw.transactions group by 1 order by 1") == state
+    assert rows(db, "select count(*) from raw.transactions_rejected") == [(1,)]
+    # a later daily load of one of those dates replaces just that date
+    write_day(landing, "transactions", "2024-03-07", tx_file(tx_lines(1, "2024-03-07", start=90)))
+    assert run_ingest("load", "--ds", "2024-03-07", "--source", str(landing)).code == 0
+    assert rows(db, "select _partition_date::text, count(*) from raw.transactions group by 1 order by 1") == [
+        ("2024-03-05", 3),
+        ("2024-03-07", 1),
+    ]
+
+
+def test_concurrent_loads_of_different_dates_and_of_the_same_date(landing, run_ingest, db):
+    days = [f"2024-04-{d:02d}" for d in range(1, 7)]
+    for i, day in enumerate(days):
+        write_day(landing, "transactions", day, tx_file(tx_lines(2000, day, start=i * 10_000)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        codes = list(pool.map(lambda d: run_ingest("load", "--ds", d, "--source", str(landing)).code, days))
+    assert codes == [0] * 6
+    assert rows(db, "select count(*), count(distinct _partition_date) from raw.transactions") == [(12_000, 6)]
+    # the same date four times at once: serialised by the lock, never duplicated or mixed
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        codes = list(pool.map(lambda _: run_ingest("load", "--ds", days[0], "--source", str(landing)).code, range(4)))
+    assert codes == [0] * 4
+    assert rows(
+        db,
+        "select count(*), count(distinct transaction_id), count(distinct _batch_id) from raw.transactions where _partition_date = %s",
+        days[0],
+    ) == [(2000, 2000, 1)]
+
+
+def test_generated_history_with_defects_keeps_the_line_count_invariant(tmp_path, run_ingest, db):
+    out = tmp_path / "gen"
+    gen = run_ingest(
+        "generate", "--out", str(out), "--customers", "300", "--start", "2024-01-01", "--end", "2024-03-31", "--bad-row-rate", "0.05"
+    )
+    assert gen.code == 0, gen.stderr
+    data_lines = sum(len(p.read_bytes().splitlines()) - 1 for p in out.rglob("*.csv"))
+    run = run_ingest("load", "--history", "--source", str(out))
+    assert run.code == 0, run.stderr
+    assert run.result["rows_read"] == data_lines == run.result["rows_loaded"] + run.result["rows_rejected"]
+    landed = rows(db, "select (select count(*) from raw.transactions) + (select count(*) from raw.customers)")[0][0]
+    rejected = rows(db, "select (select count(*) from raw.transactions_rejected) + (select count(*) from raw.customers_rejected)")[0][0]
+    assert (landed, rejected) == (run.result["rows_loaded"], run.result["rows_rejected"])
+    defects = gen.result["defects"]
+    reasons = dict(rows(db, "select reason, count(*) from raw.transactions_rejected group by 1"))
+    assert reasons["not valid UTF-8"] == defects["non_utf8"]
+    assert reasons["expected 6 fields, found 5"] + reasons["expected 6 fields, found 7"] == defects["wrong_field_count"]
+    assert reasons["unparseable transaction_date (a history load partitions rows by it)"] == defects["unparseable_date"]
+    duplicated = rows(db, "select count(*) - count(distinct transaction_id) from raw.transactions")[0][0]
+    assert duplicated == defects["duplicate_transaction"]
+
+
+def test_result_path_follows_the_stage_contract(landing, run_ingest, tmp_path):
+    write_day(landing, "transactions", DAY, tx_file(tx_lines(1)))
+    custom = tmp_path / "xcom" / "return.json"
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing), env={"PIPELINE_RESULT_PATH": str(custom)})
+    assert run.code == 0 and custom.exists()
+    assert '"rows_loaded": 1' in custom.read_text()
+    assert os.environ.get("PGPASSWORD", "\x00") not in custom.read_text() + run.stdout + run.stderr
+
+
+def test_environment_variable_names_the_landing_folder(landing, run_ingest, db):
+    write_day(landing, "transactions", DAY, tx_file(tx_lines(2)))
+    run = run_ingest("load", "--ds", DAY, env={"PIPELINE_LANDING_DIR": str(landing)})
+    assert run.code == 0, run.stderr
+    assert Path(str(landing)).is_dir()
