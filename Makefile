@@ -1,36 +1,80 @@
 # ml-pipeline: the front door. `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+.SHELLFLAGS := -eu -o pipefail -c
+
 export UV_PYTHON ?= 3.11
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export UV_PYTHON_DOWNLOADS ?= never
+# uv from PATH, else bootstrapped into .tools/ (a venv: works as root or not, on any pip policy)
+UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+
+# Each stage is its own uv project (own lock file, own venv): its tests run in its own environment.
+STAGES := common ingest dbt trainer predictor dags
+PROJECTS := . $(STAGES)
+PYTEST_ARGS ?=
+
+# The demo's data: two years of history for 5,000 customers, 0.5% of rows with planted defects.
+DATA_DIR ?= $(CURDIR)/.data
+LANDING := $(DATA_DIR)/landing
+DEMO_CUSTOMERS ?= 5000
+DEMO_START ?= 2024-01-01
+DEMO_END ?= 2025-12-31
+DEMO_SEED ?= 7
+DEMO_BAD_ROW_RATE ?= 0.005
 
 .PHONY: help
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(UV):
-	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet --break-system-packages uv
-
-# Each stage is its own uv project (own lock file, own venv): its tests run in its own environment.
-STAGES := common ingest dbt trainer predictor dags
-PYTEST_ARGS ?=
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet --disable-pip-version-check uv
 
 .PHONY: setup
 setup: $(UV) ## create every stage's environment from its lock file
-	@for s in . $(STAGES); do [ -f $$s/pyproject.toml ] && $(UV) sync --quiet --project $$s || exit 1; done
+	@for p in $(PROJECTS); do if [ -f $$p/pyproject.toml ]; then $(UV) sync --quiet --locked --project $$p; fi; done
 
 .PHONY: warehouse
-warehouse: $(UV) ## start the warehouse (embedded PostgreSQL unless PG* variables are set)
+warehouse: setup ## start the warehouse (embedded PostgreSQL unless PG* variables are set)
 	@$(UV) run --quiet --project . warehouse up
 
+.PHONY: warehouse-down
+warehouse-down: ## stop the embedded warehouse (its data stays in .warehouse/)
+	@$(UV) run --quiet --project . warehouse down
+
+.PHONY: demo
+demo: warehouse ## run the pipeline on generated data with the embedded warehouse
+	@eval "$$($(UV) run --quiet --project . warehouse env)"; \
+	if [ ! -f $(LANDING)/.generated ]; then \
+	  echo "== generating $(DEMO_CUSTOMERS) customers, $(DEMO_START) .. $(DEMO_END) into $(LANDING)"; \
+	  $(UV) run --quiet --project ingest ingest generate --out $(LANDING) --customers $(DEMO_CUSTOMERS) \
+	    --start $(DEMO_START) --end $(DEMO_END) --seed $(DEMO_SEED) --bad-row-rate $(DEMO_BAD_ROW_RATE) >/dev/null; \
+	  touch $(LANDING)/.generated; fi; \
+	echo "== loading the history into raw.*"; \
+	PIPELINE_RESULT_PATH=$(DATA_DIR)/ingest-history.json $(UV) run --quiet --project ingest ingest load --history --source $(LANDING) >/dev/null; \
+	$(UV) run --quiet --project ingest ingest summary | grep -v '^{'
+
 .PHONY: test
-test: setup warehouse ## run every test this machine allows, each stage's in its own environment
+test: lint warehouse ## run every test this machine allows, each stage's in its own environment
 	@status=0; for s in $(STAGES); do \
 	  if [ -d tests/$$s ]; then echo "== tests/$$s (environment: $$s)"; \
 	    $(UV) run --quiet --project $$s pytest tests/$$s $(PYTEST_ARGS) || status=1; fi; \
 	done; exit $$status
 
 .PHONY: lint
-lint: $(UV) ## ruff and mypy over the Python code
+lint: setup ## ruff (lint and format) over all Python code
 	$(UV) run --quiet --project . ruff check .
 	$(UV) run --quiet --project . ruff format --check .
+
+.PHONY: format
+format: setup ## apply ruff's fixes and formatting
+	$(UV) run --quiet --project . ruff check --fix .
+	$(UV) run --quiet --project . ruff format .
+
+.PHONY: bench-ingest
+bench-ingest: warehouse ## ingest of a 1 M-row file vs plain COPY (prints times, ratio, peak RSS)
+	$(UV) run --quiet --project ingest python bench/ingest.py
+
+.PHONY: clean
+clean: ## remove generated data and reports (keeps the warehouse)
+	rm -rf $(DATA_DIR) reports

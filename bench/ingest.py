@@ -100,6 +100,14 @@ def plain_copy(path: Path, env: dict[str, str]) -> float:
     return seconds
 
 
+def bench_database(env: dict[str, str]) -> dict[str, str]:
+    """A database of its own, so that the benchmark never touches the demo's (or yours)."""
+    with psycopg.connect(**_conninfo(env), autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = 'bench_ingest'").fetchone():
+            conn.execute("create database bench_ingest")
+    return {**env, "PGDATABASE": "bench_ingest"}
+
+
 def _conninfo(env: dict[str, str]) -> dict[str, str]:
     names = {"PGHOST": "host", "PGPORT": "port", "PGDATABASE": "dbname", "PGUSER": "user", "PGPASSWORD": "password"}
     return {names[k]: v for k, v in env.items() if k in names}
@@ -110,7 +118,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    env = ensure_warehouse()
+    env = bench_database(ensure_warehouse())
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         folder = Path(tmp)
         path = make_file(args.rows, folder)
