@@ -43,13 +43,17 @@ def deployed_cluster() -> dict[str, str]:
     return {"host": "127.0.0.1", "port": "15432", "dbname": data["PGDATABASE"], "user": data["PGUSER"], "password": data["PGPASSWORD"]}
 
 
+def _conninfo(settings: dict[str, str]) -> str:
+    return psycopg.conninfo.make_conninfo(**settings)
+
+
 def test_dag_runs_for_two_dates_on_kind_and_writes_predictions(deployed_cluster: dict[str, str]) -> None:
     for ds in DATES:
         command = ["make", "--no-print-directory", "-f", "k8s/kind.mk", "kind-run", f"DS={ds}", f"KUBE_CONTEXT={CONTEXT}"]
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
         assert run.returncode == 0, f"kind-run {ds} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
         assert f"== prediction batches for {ds}" in run.stdout
-    with psycopg.connect(**deployed_cluster) as conn:
+    with psycopg.connect(_conninfo(deployed_cluster)) as conn:
         rows = conn.execute(
             "select as_of_date::text, sum(rows), count(distinct model_version) from ml.prediction_batches"
             " where as_of_date = any(%s::date[]) group by as_of_date order by as_of_date",
