@@ -9,7 +9,7 @@ export UV_PYTHON_DOWNLOADS ?= never
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
 # Each stage is its own uv project (own lock file, own venv): its tests run in its own environment.
-STAGES := common ingest dbt trainer predictor dags
+STAGES := common ingest dbt trainer predictor dags k8s
 PROJECTS := . $(STAGES)
 PYTEST_ARGS ?=
 
@@ -24,7 +24,7 @@ DEMO_BAD_ROW_RATE ?= 0.005
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
@@ -74,6 +74,8 @@ format: setup ## apply ruff's fixes and formatting
 .PHONY: bench-ingest
 bench-ingest: warehouse ## ingest of a 1 M-row file vs plain COPY (prints times, ratio, peak RSS)
 	$(UV) run --quiet --project ingest python bench/ingest.py
+
+include k8s/kind.mk
 
 .PHONY: clean
 clean: ## remove generated data and reports (keeps the warehouse)
