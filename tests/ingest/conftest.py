@@ -28,7 +28,7 @@ def run_ingest(tmp_path: Path, warehouse: dict[str, str]):  # type: ignore[no-un
     def run(*args: str, env: dict[str, str] | None = None) -> CliRun:
         result_path = tmp_path / f"result-{next(counter)}.json"
         full_env = {**os.environ, **warehouse, "PIPELINE_RESULT_PATH": str(result_path), **(env or {})}
-        proc = subprocess.run([sys.executable, "-m", "ingest.cli", *args], capture_output=True, text=True, env=full_env, timeout=300)
+        proc = subprocess.run([sys.executable, "-m", "ingest.cli", *args], capture_output=True, text=True, env=full_env, timeout=120)
         path = Path(full_env["PIPELINE_RESULT_PATH"])
         result = json.loads(path.read_text()) if path.exists() else None
         return CliRun(proc.returncode, proc.stdout, proc.stderr, result)

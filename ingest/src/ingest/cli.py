@@ -49,8 +49,10 @@ def load(
     set_context(ds=ds)
     started = time.perf_counter()
     files = {name: [path] for name, path in daily_files(source, day).items()} if day else history_files(source, table)
+    load_started = time.perf_counter()
     with connect("ingest") as conn:
         results = load_files(conn, files, ds=day)
+    load_seconds = time.perf_counter() - load_started
     tables = {name: stats.as_dict() for name, stats in results.items()}
     write_result(
         {
@@ -61,6 +63,7 @@ def load(
             "rows_rejected": sum(s.rows_rejected for s in results.values()),
             "bytes": sum(s.bytes_read for s in results.values()),
             "seconds": round(time.perf_counter() - started, 3),
+            "load_seconds": round(load_seconds, 3),
             "tables": tables,
         }
     )

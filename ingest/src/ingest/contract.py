@@ -7,6 +7,7 @@ never lost at load time. Load metadata columns start with an underscore.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 RAW_SCHEMA = "raw"
 
@@ -41,48 +42,52 @@ TABLES: dict[str, TableContract] = {
 METADATA_COLUMNS = ("_line_number", "_partition_date", "_batch_id", "_loaded_at")
 
 
-def ddl(table: TableContract) -> str:
-    """Landing and rejected tables, and the load batch log.
+def partition_name(table: TableContract, day: date) -> str:
+    """The table holding one day of `table`: raw.<table>_d<YYYYMMDD>."""
+    return f"{table.name}_d{day:%Y%m%d}"
 
-    Per-row metadata is kept small (it is paid for on every row): the line number, the partition
-    date and the batch id; a batch is one file's load, and `raw.load_batches` says which file, when,
-    and with what counts. (Per-row defaults computed from session settings were measured 3-5x slower
-    under COPY than sending the values, so the loader appends them to each row instead.)
+
+def ddl(table: TableContract) -> str:
+    """Landing table (list-partitioned by day), rejected table, and the load batch log.
+
+    One partition per day makes a reload a TRUNCATE of that day (no dead rows, no index to keep)
+    and lets a daily COPY go straight into the day's table, whose `_partition_date` default is a
+    constant. Per-row metadata is kept small, because every row pays for it: line number, batch
+    id and load time; `raw.load_batches` says which file a batch was, its mode and its counts.
     """
     source_columns = ",\n    ".join(f"{c} text" for c in table.columns)
     return f"""
 create schema if not exists {RAW_SCHEMA};
 
+create table if not exists {RAW_SCHEMA}.load_batches (
+    batch_id bigint generated always as identity primary key,
+    table_name text not null,
+    mode text not null,
+    source_file text not null,
+    partition_dates date[] not null default '{{}}',
+    rows_read bigint not null default 0,
+    rows_loaded bigint not null default 0,
+    rows_rejected bigint not null default 0,
+    bytes_read bigint not null default 0,
+    seconds double precision not null default 0,
+    loaded_at timestamptz not null default now()
+);
+
 create table if not exists {RAW_SCHEMA}.{table.name} (
     {source_columns},
     _line_number bigint not null,
     _partition_date date not null,
-    _batch_id uuid not null,
+    _batch_id bigint not null,
     _loaded_at timestamptz not null default now()
-);
-create index if not exists {table.name}_partition_idx on {RAW_SCHEMA}.{table.name} using brin (_partition_date);
+) partition by list (_partition_date);
 
 create table if not exists {RAW_SCHEMA}.{table.rejected} (
     _line_number bigint not null,
     reason text not null,
     raw_line bytea not null,
     _partition_date date,
-    _batch_id uuid not null,
+    _batch_id bigint not null,
     _loaded_at timestamptz not null default now()
 );
 create index if not exists {table.rejected}_partition_idx on {RAW_SCHEMA}.{table.rejected} (_partition_date);
-
-create table if not exists {RAW_SCHEMA}.load_batches (
-    batch_id uuid primary key,
-    table_name text not null,
-    mode text not null,
-    source_file text not null,
-    partition_dates date[] not null,
-    rows_read bigint not null,
-    rows_loaded bigint not null,
-    rows_rejected bigint not null,
-    bytes_read bigint not null,
-    seconds double precision not null,
-    loaded_at timestamptz not null default now()
-);
 """

@@ -10,7 +10,6 @@ of the same table and date are serialised by an advisory lock; different dates l
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -23,7 +22,7 @@ from mlp_common.warehouse import lock_for_transaction
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from ingest.contract import RAW_SCHEMA, TABLES, TableContract, ddl
+from ingest.contract import RAW_SCHEMA, TABLES, TableContract, ddl, partition_name
 from ingest.parse import CsvReader, Rejected
 
 log = get_logger("ingest.load")
@@ -62,6 +61,7 @@ class TableLoad:
 
 
 def ensure_schema(conn: psycopg.Connection) -> None:
+    """Create the raw schema's tables if missing (idempotent, serialised between concurrent loads)."""
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('raw.ddl'))")
         for table in TABLES.values():
@@ -152,21 +152,36 @@ def preflight(files: dict[str, list[Path]], by_date: bool) -> None:
 
 @dataclass
 class FileLoad:
-    batch_id: str
+    batch_id: int
     path: Path
     rows_loaded: int = 0
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, by_date: bool, default_day: date | None) -> FileLoad:
-    """COPY one file as one load batch; its rejected lines go to the rejected table with their reason."""
-    loaded = FileLoad(str(uuid.uuid4()), path)
-    constants = {"_batch_id": loaded.batch_id} if by_date else {"_partition_date": str(default_day), "_batch_id": loaded.batch_id}
+def _new_batch(conn: psycopg.Connection, table: TableContract, path: Path, mode: str) -> int:
+    row = conn.execute(
+        sql.SQL("insert into {} (table_name, mode, source_file) values (%s, %s, %s) returning batch_id").format(
+            sql.Identifier(RAW_SCHEMA, "load_batches")
+        ),
+        (table.name, mode, str(path)),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, target: sql.Composable, ds: date | None) -> FileLoad:
+    """COPY one file as one load batch into `target`; its rejected lines go to the rejected table.
+
+    Daily: `target` is the day's partition, whose `_partition_date` default is that day. History:
+    `target` is a staging table and every row carries its own date.
+    """
+    by_date = ds is None
+    started = time.perf_counter()
+    loaded = FileLoad(_new_batch(conn, table, path, "history" if by_date else "daily"), path)
+    constants = {"_batch_id": str(loaded.batch_id)}
     reader, handle = _open_reader(path, table, by_date, constants)
     columns = [*reader.header.columns, "_line_number"] + (["_partition_date"] if by_date else []) + list(constants)
-    copy_sql = sql.SQL("copy {} ({}) from stdin with (format csv)").format(
-        sql.Identifier(RAW_SCHEMA, table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
+    copy_sql = sql.SQL("copy {} ({}) from stdin with (format csv)").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
     try:
         # the queued writer sends on a worker thread: parsing the next block overlaps the server's COPY work
         with conn.cursor() as cur, cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
@@ -186,59 +201,114 @@ def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, by_da
         )
         with conn.cursor() as cur, cur.copy(rejected_copy) as copy:
             for item in loaded.rejected:
-                copy.write_row((item.line_number, item.reason, item.raw, item.partition or default_day, loaded.batch_id))
+                copy.write_row((item.line_number, item.reason, item.raw, item.partition or ds, loaded.batch_id))
+    conn.execute(
+        sql.SQL(
+            "update {} set partition_dates = %s, rows_read = %s, rows_loaded = %s, rows_rejected = %s, bytes_read = %s, seconds = %s"
+            " where batch_id = %s"
+        ).format(sql.Identifier(RAW_SCHEMA, "load_batches")),
+        (
+            [ds] if ds else [],
+            loaded.rows_loaded + len(loaded.rejected),
+            loaded.rows_loaded,
+            len(loaded.rejected),
+            path.stat().st_size,
+            time.perf_counter() - started,
+            loaded.batch_id,
+        ),
+    )
     return loaded
+
+
+def _ddl_connection(conn: psycopg.Connection) -> psycopg.Connection:
+    """A second, autocommit connection to the same database, for DDL that must commit on its own."""
+    return psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True, application_name="ingest-ddl")
+
+
+def ensure_partitions(conn: psycopg.Connection, table: TableContract, days: list[date]) -> None:
+    """Create the day partitions that do not exist yet, each in a short transaction of its own
+    (`conn` is an autocommit connection).
+
+    Creating a partition locks the parent table exclusively, so it must not happen inside the
+    (long) load transaction: that would block every other load and every reader until commit.
+    """
+    existing = {
+        r[0]
+        for r in conn.execute(
+            "select c.relname from pg_inherits as i inner join pg_class as c on c.oid = i.inhrelid where i.inhparent = %s::regclass",
+            (f"{RAW_SCHEMA}.{table.name}",),
+        ).fetchall()
+    }
+    for day in sorted(days):
+        name = partition_name(table, day)
+        if name in existing:
+            continue
+        with conn.transaction():
+            lock_for_transaction(conn, "raw.partition", table.name, day.isoformat())
+            conn.execute(
+                sql.SQL("create table if not exists {} partition of {} (_partition_date default {}) for values in ({})").format(
+                    sql.Identifier(RAW_SCHEMA, name), sql.Identifier(RAW_SCHEMA, table.name), sql.Literal(day), sql.Literal(day)
+                )
+            )
 
 
 def load(conn: psycopg.Connection, files: dict[str, list[Path]], *, ds: date | None) -> dict[str, TableLoad]:
     """Load `files` (daily when `ds` is given, else history) in one transaction; return per-table counts."""
-    by_date = ds is None
-    preflight(files, by_date)
+    preflight(files, ds is None)
     ensure_schema(conn)
+    if ds is not None:
+        with _ddl_connection(conn) as ddl_conn:
+            for name in files:
+                ensure_partitions(ddl_conn, TABLES[name], [ds])
     results: dict[str, TableLoad] = {}
     with conn.transaction():
         for name, paths in files.items():
             table = TABLES[name]
             stats = results[name] = TableLoad(name)
             if ds is not None:
-                _clear_day(conn, table, ds)
-            batches: list[str] = []
-            for path in paths:
-                started = time.perf_counter()
-                loaded = _copy_file(conn, path, table, by_date, ds)
-                stats.add(loaded)
-                batches.append(loaded.batch_id)
-                _record_batch(conn, table, loaded, "history" if by_date else "daily", ds, time.perf_counter() - started)
-            if ds is None:
-                _replace_history_partitions(conn, table, batches, stats)
+                _load_day(conn, table, paths, ds, stats)
             else:
-                stats.partitions = {ds}
+                _load_history(conn, table, paths, stats)
             log.info("loaded %s", name, extra={"fields": {"table": name, **stats.as_dict()}})
     return results
 
 
-def _clear_day(conn: psycopg.Connection, table: TableContract, ds: date) -> None:
-    """Daily load: take the date's lock, then remove what an earlier load of that date left."""
+def _load_day(conn: psycopg.Connection, table: TableContract, paths: list[Path], ds: date, stats: TableLoad) -> None:
+    """Replace day `ds`: empty its partition and its rejected lines, COPY straight into the partition."""
     lock_for_transaction(conn, "raw", table.name, ds.isoformat())
-    conn.execute(sql.SQL("delete from {} where _partition_date = %s").format(sql.Identifier(RAW_SCHEMA, table.name)), (ds,))
+    partition = sql.Identifier(RAW_SCHEMA, partition_name(table, ds))
+    conn.execute(sql.SQL("truncate {}").format(partition))
     conn.execute(sql.SQL("delete from {} where _partition_date = %s").format(sql.Identifier(RAW_SCHEMA, table.rejected)), (ds,))
+    for path in paths:
+        stats.add(_copy_file(conn, path, table, partition, ds))
+    stats.partitions = {ds}
 
 
-def _replace_history_partitions(conn: psycopg.Connection, table: TableContract, batches: list[str], stats: TableLoad) -> None:
-    """After COPY: lock the dates this load covers, then drop older rows of those dates.
+def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Path], stats: TableLoad) -> None:
+    """COPY every file into a staging table, then replace each day it covers with its rows.
 
-    Rejected lines whose date could not be read have no partition: an older load's such lines
-    from the same source files are replaced instead.
+    The days are known only once the files are read, so their partitions are created from a second
+    connection (this transaction holds no lock on the parent yet), then truncated and refilled here.
     """
-    target = sql.Identifier(RAW_SCHEMA, table.name)
-    rejected_table = sql.Identifier(RAW_SCHEMA, table.rejected)
-    rows = conn.execute(
-        sql.SQL("select distinct _partition_date from {} where _batch_id = any(%s) order by 1").format(target), (batches,)
-    ).fetchall()
-    days = [r[0] for r in rows]
+    staging = sql.Identifier(f"ingest_history_{table.name}")
+    # spelled out, not `like raw.<table>`: that would lock the parent and deadlock with the DDL below
+    columns = [sql.SQL("{} text").format(sql.Identifier(c)) for c in table.columns]
+    columns += [sql.SQL("_line_number bigint not null, _partition_date date not null, _batch_id bigint not null")]
+    conn.execute(sql.SQL("create temporary table {} ({}) on commit drop").format(staging, sql.SQL(", ").join(columns)))
+    batches = []
+    for path in paths:
+        loaded = _copy_file(conn, path, table, staging, None)
+        stats.add(loaded)
+        batches.append(loaded.batch_id)
+    days = [r[0] for r in conn.execute(sql.SQL("select distinct _partition_date from {} order by 1").format(staging)).fetchall()]
+    with _ddl_connection(conn) as ddl_conn:
+        ensure_partitions(ddl_conn, table, days)
     for day in days:
         lock_for_transaction(conn, "raw", table.name, day.isoformat())
-    conn.execute(sql.SQL("delete from {} where _partition_date = any(%s) and not (_batch_id = any(%s))").format(target), (days, batches))
+    if days:
+        conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, partition_name(table, d)) for d in days)))
+    names = sql.SQL(", ").join(map(sql.Identifier, [*table.columns, "_line_number", "_partition_date", "_batch_id"]))
+    conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(sql.Identifier(RAW_SCHEMA, table.name), names, names, staging))
     conn.execute(
         sql.SQL(
             """
@@ -247,36 +317,11 @@ def _replace_history_partitions(conn: psycopg.Connection, table: TableContract, 
                 and (
                     r._partition_date = any(%s)
                     or (r._partition_date is null and r._batch_id in (
-                        select b.batch_id from {raw}.load_batches as b where b.table_name = %s and b.source_file = any(%s)
+                        select b.batch_id from {batches} as b where b.table_name = %s and b.source_file = any(%s)
                     ))
                 )
             """
-        ).format(rejected=rejected_table, raw=sql.Identifier(RAW_SCHEMA)),
+        ).format(rejected=sql.Identifier(RAW_SCHEMA, table.rejected), batches=sql.Identifier(RAW_SCHEMA, "load_batches")),
         (batches, days, table.name, stats.files),
     )
     stats.partitions = set(days)
-
-
-def _record_batch(conn: psycopg.Connection, table: TableContract, loaded: FileLoad, mode: str, ds: date | None, seconds: float) -> None:
-    rejected = len(loaded.rejected)
-    conn.execute(
-        sql.SQL(
-            """
-            insert into {}.load_batches (batch_id, table_name, mode, source_file, partition_dates,
-                rows_read, rows_loaded, rows_rejected, bytes_read, seconds)
-            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            """
-        ).format(sql.Identifier(RAW_SCHEMA)),
-        (
-            loaded.batch_id,
-            table.name,
-            mode,
-            str(loaded.path),
-            [ds] if ds else [],
-            loaded.rows_loaded + rejected,
-            loaded.rows_loaded,
-            rejected,
-            loaded.path.stat().st_size,
-            seconds,
-        ),
-    )
