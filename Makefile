@@ -12,6 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 STAGES := common ingest dbt trainer predictor dags k8s
 PROJECTS := . $(STAGES)
 PYTEST_ARGS ?=
+MYPY_PATHS := $(wildcard common/src ingest/src trainer/src predictor/src dbt/src dags/*.py dags/ml_pipeline_lib)
 
 # The demo's data: two years of history for 5,000 customers, 0.5% of rows with planted defects.
 DATA_DIR ?= $(CURDIR)/.data
@@ -62,9 +63,10 @@ test: lint warehouse ## run every test this machine allows, each stage's in its 
 	done; exit $$status
 
 .PHONY: lint
-lint: setup ## ruff (lint and format) over all Python code
+lint: setup ## ruff (lint and format) and mypy over all Python code
 	$(UV) run --quiet --project . ruff check .
 	$(UV) run --quiet --project . ruff format --check .
+	$(UV) run --quiet --project . mypy $(MYPY_PATHS)
 
 .PHONY: format
 format: setup ## apply ruff's fixes and formatting
@@ -74,6 +76,10 @@ format: setup ## apply ruff's fixes and formatting
 .PHONY: bench-ingest
 bench-ingest: warehouse ## ingest of a 1 M-row file vs plain COPY (prints times, ratio, peak RSS)
 	$(UV) run --quiet --project ingest python bench/ingest.py
+
+.PHONY: bench-generate
+bench-generate: setup ## the data generator at 10 M transactions (prints rows/s and peak RSS)
+	$(UV) run --quiet --project ingest python bench/generate.py
 
 include k8s/kind.mk
 

