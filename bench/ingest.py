@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import psycopg  # noqa: E402
+
 from mlp_common.embedded import ensure_warehouse  # noqa: E402
 
 DAY = "2025-01-15"

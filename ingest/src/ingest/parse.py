@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from mlp_common.exit_codes import ExitCode, StageError
 
 from ingest.contract import TableContract
+from mlp_common.exit_codes import ExitCode, StageError
 
 CHUNK_BYTES = 4 << 20
 MAX_RECORD_LINES = 200  # a quoted field longer than this many lines is an unterminated quote
