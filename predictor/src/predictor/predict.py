@@ -76,25 +76,46 @@ class Shard:
 
 
 class _CopyStream(io.RawIOBase):
-    """A readable file over a psycopg COPY TO STDOUT, for pyarrow's streaming CSV reader."""
+    """A readable file over a psycopg COPY TO STDOUT, for pyarrow's streaming CSV reader.
+
+    libpq hands COPY data over one row at a time; `read(n)` gathers rows into one block of about n
+    bytes, so that pyarrow makes one Python call per block, not one per row.
+    """
 
     def __init__(self, copy: psycopg.Copy) -> None:
         self._copy = copy
-        self._pending = memoryview(b"")
+        self._leftover = b""
+        self._done = False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            data = self._copy.read()
+    def read(self, size: int = -1) -> bytes:
+        block = bytearray(self._leftover)
+        self._leftover = b""
+        read = self._copy.read
+        while not self._done and (size < 0 or len(block) < size):
+            data = read()
             if not data:
-                return 0
-            self._pending = memoryview(data)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
+                self._done = True
+                break
+            block += data  # copied at once: libpq's per-row buffers are freed as we go
+        if 0 <= size < len(block):
+            self._leftover = bytes(block[size:])
+            del block[size:]
+        return bytes(block)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def peek_nonempty(self) -> bool:
+        """True when the COPY carries at least one row (pyarrow refuses an empty CSV)."""
+        if not self._leftover and not self._done:
+            first = self.read(1)
+            self._leftover = first + self._leftover
+        return bool(self._leftover)
 
 
 def _load_model(conn: psycopg.Connection, model_version: int | None) -> registry.ModelVersion:
@@ -196,8 +217,8 @@ def predict(
                 reader.cursor().copy(_select(ds, columns, model.features, shard)) as out,
                 writer.cursor().copy("copy staged_predictions from stdin (format csv)") as into,
             ):
-                stream = io.BufferedReader(_CopyStream(out), buffer_size=1 << 20)
-                if stream.peek(1):  # an empty shard is not an error, but pyarrow refuses an empty CSV
+                stream = _CopyStream(out)
+                if stream.peek_nonempty():  # an empty shard is not an error, but pyarrow refuses an empty CSV
                     for batch in _csv_reader(stream, columns, model.features, chunk_bytes):
                         t0 = time.monotonic()
                         probability = scorer.churn_probability(batch)
