@@ -23,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,17 @@ class _CopyStream(io.RawIOBase):
             first = self.read(1)
             self._leftover = first + self._leftover
         return bool(self._leftover)
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (Linux VmHWM: per address space, so exec resets it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def _load_model(conn: psycopg.Connection, model_version: int | None) -> registry.ModelVersion:
@@ -292,6 +304,7 @@ def predict(
             "commit_seconds": round(total - staged_seconds, 3),
             "total_seconds": round(total, 3),
         },
+        "peak_rss_mb": peak_rss_mb(),
     }
     if drift:
         log.warning("score drift: PSI %.3f > %.3f", psi, drift_threshold)
