@@ -177,6 +177,7 @@ def test_pinned_version_is_used(scored_world: psycopg.Connection, tmp_path: Path
     pinned = register_model(scored_world, promote=False, seed=5)
     done = cli("--ds", D.isoformat(), "--model-version", str(pinned.version), env={"PIPELINE_RESULT_PATH": str(tmp_path / "r.json")})
     assert done.returncode == 0, done.stderr
+    assert champion is not None
     assert json.loads((tmp_path / "r.json").read_text())["model_version"] == pinned.version != champion[0]
     assert {r[2] for r in rows(scored_world)} == {pinned.version}
 

@@ -148,7 +148,7 @@ def _load_model(conn: psycopg.Connection, model_version: int | None) -> registry
 
 def _select(ds: date, columns: list[Column], features: list[dict[str, str]], shard: Shard) -> sql.Composed:
     kinds = {f["name"]: f["type"] for f in features}
-    projections = [sql.SQL("customer_id::text")]
+    projections: list[sql.Composable] = [sql.SQL("customer_id::text")]
     for c in columns:
         cast = "float8" if kinds[c.name] == "numeric" else "text"
         projections.append(sql.SQL("{c}::{t} as {c}").format(c=sql.Identifier(c.name), t=sql.SQL(cast)))
@@ -160,9 +160,7 @@ def _select(ds: date, columns: list[Column], features: list[dict[str, str]], sha
     )
 
 
-def _csv_reader(
-    stream: io.BufferedReader, columns: list[Column], features: list[dict[str, str]], chunk_bytes: int
-) -> pa_csv.CSVStreamingReader:
+def _csv_reader(stream: _CopyStream, columns: list[Column], features: list[dict[str, str]], chunk_bytes: int) -> pa_csv.CSVStreamingReader:
     kinds = {f["name"]: f["type"] for f in features}
     names = ["customer_id", *(c.name for c in columns)]
     types = {"customer_id": pa.string(), **{c.name: pa.float32() if kinds[c.name] == "numeric" else pa.string() for c in columns}}
