@@ -31,8 +31,9 @@ import pyarrow.csv as pa_csv
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "predictor"))
-from mlp_common.embedded import ensure_warehouse
 from onnx_model import create_features_mart, fill_features, register_model
+
+from mlp_common.embedded import ensure_warehouse
 from predictor.features import feature_columns
 from predictor.predict import DEFAULT_CHUNK_BYTES, Shard, _CopyStream, _csv_reader, _select
 from predictor.scoring import Scorer

@@ -14,7 +14,6 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 import psycopg
-from mlp_common import registry
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.compose import ColumnTransformer
@@ -22,6 +21,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from mlp_common import registry
 
 MISSING = "__missing__"
 FEATURES_TABLE = "marts.customer_churn_features"

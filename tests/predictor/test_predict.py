@@ -13,8 +13,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from onnx_model import DEFAULT_COLUMNS, create_features_mart, fill_features, register_model
+
 from predictor.predict import Shard, predict
+from tests.predictor.onnx_model import DEFAULT_COLUMNS, create_features_mart, fill_features, register_model
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from mlp_common.exit_codes import ExitCode, StageError
 from predictor.bands import band_codes
 from predictor.drift import ScoreStats, psi, reference_is_valid

@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+
 from mlp_common.cli import run_app
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import set_context
 from mlp_common.results import write_result
-
 from predictor.predict import DEFAULT_CHUNK_BYTES, DEFAULT_DRIFT_THRESHOLD, Shard, predict
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Batch churn scoring written back to the warehouse.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+
 from mlp_common.exit_codes import ExitCode, StageError
 
 FEATURES_SCHEMA = "marts"

@@ -30,13 +30,13 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
 from mlp_common import predictions, registry
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger
 from mlp_common.warehouse import connect, lock_for_transaction
-from psycopg import sql
-from psycopg.types.json import Jsonb
-
 from predictor.bands import BANDS, band_codes
 from predictor.drift import ScoreStats
 from predictor.features import FEATURES_SCHEMA, FEATURES_TABLE, Column, check_matches, feature_columns

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from mlp_common.exit_codes import ExitCode, StageError
 
 MISSING = "__missing__"
