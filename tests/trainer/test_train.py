@@ -9,10 +9,9 @@ import onnxruntime as ort
 import psycopg
 import pytest
 from mlp_common import registry
-from trainer_helpers import DS, champion_version, load_synthetic
-
 from trainer.cli import run_train
 from trainer.config import TrainConfig
+from trainer_helpers import DS, champion_version, load_synthetic
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +21,9 @@ def _train(db: psycopg.Connection, tmp_path: Path, **kwargs: object) -> dict:
         return run_train(conn, TrainConfig(ds=DS, auc_floor=0.6, tolerance=0.0, reports_dir=tmp_path / "reports", **kwargs))  # type: ignore[arg-type]
 
 
-def test_candidate_beats_baseline_and_is_registered_with_its_provenance(db: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_candidate_beats_baseline_and_is_registered_with_its_provenance(
+    db: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PIPELINE_CODE_VERSION", "trainer:test-1")
     load_synthetic(db, invocation_id="11111111-2222-3333-4444-555555555555")
     result = _train(db, tmp_path)

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import psycopg
 import pyarrow as pa
-
 from trainer.synthetic import load_training_set, make_training_set
 
 DS = date(2024, 6, 1)  # every synthetic label window (last cutoff 2024-03-01 + 90 days) has closed by then
@@ -50,7 +49,9 @@ def run_cli(*args: str, tmp_path: Path, env: dict[str, str] | None = None) -> Cl
     """`python -m trainer.cli ARGS` in the trainer env, against the test's database (PG* from the fixture)."""
     result_path = tmp_path / f"result-{os.getpid()}-{len(list(tmp_path.glob('result-*')))}.json"
     full_env = {**os.environ, "PIPELINE_RESULT_PATH": str(result_path), "PIPELINE_REPORTS_DIR": str(tmp_path / "reports"), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "trainer.cli", *args], capture_output=True, text=True, env=full_env, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", *args], capture_output=True, text=True, env=full_env, timeout=300, check=False
+    )
     result = json.loads(result_path.read_text()) if result_path.exists() else None
     return CliRun(proc.returncode, proc.stdout, proc.stderr, result)
 
