@@ -61,10 +61,21 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     }
 
 
-def curves(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
-    """ROC and precision-recall curves, for the report's plots."""
+def _thin(*arrays: np.ndarray, points: int) -> tuple[np.ndarray, ...]:
+    """At most `points` evenly spaced points of a curve (first and last kept): a plot cannot show more."""
+    n = len(arrays[0])
+    if n <= points:
+        return arrays
+    keep = np.unique(np.linspace(0, n - 1, points).round().astype(np.int64))
+    return tuple(a[keep] for a in arrays)
+
+
+def curves(y: np.ndarray, p: np.ndarray, points: int = 2000) -> dict[str, np.ndarray]:
+    """ROC and precision-recall curves, thinned to `points` points each, for the report's plots."""
     fpr, tpr, _ = roc_curve(y, p)
     precision, recall, _ = precision_recall_curve(y, p)
+    fpr, tpr = _thin(fpr, tpr, points=points)
+    precision, recall = _thin(precision, recall, points=points)
     return {"fpr": fpr, "tpr": tpr, "precision": precision, "recall": recall}
 
 
