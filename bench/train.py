@@ -23,8 +23,9 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from mlp_common.embedded import ensure_warehouse
 from psycopg import sql
+
+from mlp_common.embedded import ensure_warehouse
 from trainer.synthetic import load_training_set, make_training_set
 
 DS = "2024-06-01"

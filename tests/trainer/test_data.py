@@ -7,6 +7,7 @@ from datetime import date
 import numpy as np
 import psycopg
 import pytest
+
 from trainer.data import load
 
 pytestmark = pytest.mark.integration

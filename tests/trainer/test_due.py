@@ -7,10 +7,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from mlp_common import registry
 from mlp_common.exit_codes import ExitCode
+from tests.trainer.trainer_helpers import run_cli
 from trainer.due import is_due
-from trainer_helpers import run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import psycopg
 import pyarrow as pa
 import pytest
+
 from mlp_common.exit_codes import ExitCode
+from tests.trainer.trainer_helpers import DS, champion_version, load_synthetic, run_cli
 from trainer.synthetic import COLUMNS, load_training_set, make_training_set
-from trainer_helpers import DS, champion_version, load_synthetic, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from trainer.evaluate import calibration_bins, metrics, top_decile_lift
 
 

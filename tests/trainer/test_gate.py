@@ -12,10 +12,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from mlp_common import registry
 from mlp_common.exit_codes import ExitCode
+from tests.trainer.trainer_helpers import DS, champion_version, load_synthetic, run_cli, shuffle_training_labels
 from trainer.synthetic import load_training_set
-from trainer_helpers import DS, champion_version, load_synthetic, run_cli, shuffle_training_labels
 
 pytestmark = pytest.mark.integration
 

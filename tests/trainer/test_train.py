@@ -8,10 +8,11 @@ import numpy as np
 import onnxruntime as ort
 import psycopg
 import pytest
+
 from mlp_common import registry
+from tests.trainer.trainer_helpers import DS, champion_version, load_synthetic
 from trainer.cli import run_train
 from trainer.config import TrainConfig
-from trainer_helpers import DS, champion_version, load_synthetic
 
 pytestmark = pytest.mark.integration
 

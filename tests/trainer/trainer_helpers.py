@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pyarrow as pa
+
 from trainer.synthetic import load_training_set, make_training_set
 
 DS = date(2024, 6, 1)  # every synthetic label window (last cutoff 2024-03-01 + 90 days) has closed by then

@@ -12,13 +12,13 @@ from typing import Annotated, Any
 import numpy as np
 import psycopg
 import typer
+
 from mlp_common import registry
 from mlp_common.cli import run_app
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger, set_context
 from mlp_common.results import write_result
 from mlp_common.warehouse import connect
-
 from trainer import data as data_module
 from trainer import gate, report
 from trainer.config import PERMUTATION_REPEATS, PERMUTATION_SAMPLE, TrainConfig, code_version

@@ -17,10 +17,10 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-from mlp_common.exit_codes import ExitCode, StageError
 from psycopg import sql
 from pyarrow import csv
 
+from mlp_common.exit_codes import ExitCode, StageError
 from trainer.config import MISSING_CATEGORY, TRAINING_SCHEMA, TRAINING_TABLE
 from trainer.features import NUMERIC, Feature, discover, table_columns
 

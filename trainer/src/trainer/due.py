@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 import psycopg
+
 from mlp_common import registry
 from mlp_common.exit_codes import ExitCode, StageError
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
-from mlp_common.exit_codes import ExitCode, StageError
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
@@ -20,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from mlp_common.exit_codes import ExitCode, StageError
 from trainer.config import BASELINE_FEATURE_CANDIDATES, HGB_PARAMS, NON_FEATURE_COLUMNS, REQUIRED_COLUMNS
 
 NUMERIC = "numeric"

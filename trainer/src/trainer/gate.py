@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from mlp_common import registry
 
+from mlp_common import registry
 from trainer.data import TrainingData
 from trainer.evaluate import metrics
 from trainer.train import OnnxModel

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from mlp_common.exit_codes import ExitCode, StageError
 from sklearn.pipeline import Pipeline
 
+from mlp_common.exit_codes import ExitCode, StageError
 from trainer.config import IMBALANCE_THRESHOLD, ONNX_OUTPUT, ONNX_TOLERANCE, SCORE_REFERENCE_SAMPLE
 from trainer.data import TrainingData, onnx_inputs
 from trainer.features import NUMERIC, baseline_feature, baseline_pipeline, candidate_pipeline, class_weight
