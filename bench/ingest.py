@@ -119,7 +119,7 @@ def _conninfo(env: dict[str, str]) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     env = bench_database(ensure_warehouse())
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
