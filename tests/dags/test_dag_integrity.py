@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -58,7 +59,7 @@ def test_dag_settings(dag) -> None:
 
 
 def test_linear_head_of_the_pipeline(dag) -> None:
-    for upstream, downstream in zip(LINEAR, LINEAR[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(LINEAR):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}, downstream
     assert dag.get_task("freshness").upstream_task_ids == set()
 
