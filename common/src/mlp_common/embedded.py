@@ -134,7 +134,17 @@ def _initialise(root: Path, pgdata: Path, socket_dir: Path, as_user: dict[str, o
     socket_dir.mkdir(parents=True, exist_ok=True)
     _prepare_permissions(pgdata, socket_dir)
     subprocess.run(
-        [_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"],
+        [
+            _bin("initdb"),
+            "-D",
+            str(pgdata),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        ],
         check=True,
         capture_output=True,
         **as_user,  # type: ignore[arg-type]

@@ -230,9 +230,7 @@ def promote(
     race (the caller's comparison is stale); the decision is recorded either way.
     """
     with conn.transaction():
-        current = conn.execute(
-            "select version from ml.model_champion where model_name = %s for update", (model_name,)
-        ).fetchone()
+        current = conn.execute("select version from ml.model_champion where model_name = %s for update", (model_name,)).fetchone()
         current_version = None if current is None else int(current[0])
         if current_version != compared_with:
             won = False
