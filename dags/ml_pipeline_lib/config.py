@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml_pipeline_lib import constants as c
@@ -16,6 +16,9 @@ from ml_pipeline_lib import constants as c
 DEFAULT_IMAGE_REPO = "ml-pipeline"
 DEFAULT_IMAGE_TAG = "0.1.0"  # the project version; CI and releases set PIPELINE_IMAGE_TAG
 DEFAULT_NAMESPACE = "ml-pipeline"
+DEFAULT_SERVICE_ACCOUNT = "ml-pipeline-stage"  # k8s/: mounts no token, may not call the API
+DEFAULT_LANDING_PVC = "landing-data"  # k8s/: the ReadWriteMany claim holding the landing files
+STAGE_IMAGES = ("dbt", "ingest", "trainer", "predictor")
 
 
 class PipelineConfigError(ValueError):
@@ -37,8 +40,12 @@ class RunnerConfig:
     image_repo: str = DEFAULT_IMAGE_REPO
     image_tag: str = DEFAULT_IMAGE_TAG
     namespace: str = DEFAULT_NAMESPACE
-    landing_pvc: str = "pipeline-landing"
-    reports_pvc: str = "pipeline-reports"
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
+    warehouse_secret: str = c.WAREHOUSE_SECRET
+    landing_pvc: str = DEFAULT_LANDING_PVC
+    reports_pvc: str | None = None  # unset: reports go to the pod's scratch volume
+    image_pull_policy: str = "IfNotPresent"
+    image_overrides: Mapping[str, str] = field(default_factory=dict)  # image name -> full pinned reference
     docker_url: str = "unix://var/run/docker.sock"
     docker_pghost: str = "host.docker.internal"
 
@@ -51,6 +58,13 @@ class RunnerConfig:
             raise PipelineConfigError(
                 f"{c.ENV_IMAGE_REPO}={self.image_repo!r}: give the repository only; the tag comes from {c.ENV_IMAGE_TAG}"
             )
+        for name, reference in self.image_overrides.items():
+            if not _is_pinned(reference):
+                raise PipelineConfigError(
+                    f"{c.ENV_IMAGE_OVERRIDE_PREFIX}{name.upper()}={reference!r}: pin the image with a version tag or a digest, never latest"
+                )
+        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
+            raise PipelineConfigError(f"{c.ENV_K8S_IMAGE_PULL_POLICY}={self.image_pull_policy!r}: choose Always, IfNotPresent or Never")
         if not self.repo_root.is_absolute():
             raise PipelineConfigError(f"{c.ENV_REPO_ROOT}={self.repo_root}: must be an absolute path")
         # Defaults relative to the repository (the demo's layout); frozen, hence object.__setattr__.
@@ -81,12 +95,28 @@ class RunnerConfig:
             image_repo=env.get(c.ENV_IMAGE_REPO, DEFAULT_IMAGE_REPO),
             image_tag=env.get(c.ENV_IMAGE_TAG, DEFAULT_IMAGE_TAG),
             namespace=env.get(c.ENV_K8S_NAMESPACE, DEFAULT_NAMESPACE),
-            landing_pvc=env.get(c.ENV_K8S_LANDING_PVC, "pipeline-landing"),
-            reports_pvc=env.get(c.ENV_K8S_REPORTS_PVC, "pipeline-reports"),
+            service_account=env.get(c.ENV_K8S_SERVICE_ACCOUNT, DEFAULT_SERVICE_ACCOUNT),
+            warehouse_secret=env.get(c.ENV_K8S_WAREHOUSE_SECRET, c.WAREHOUSE_SECRET),
+            landing_pvc=env.get(c.ENV_K8S_LANDING_PVC, DEFAULT_LANDING_PVC),
+            reports_pvc=env.get(c.ENV_K8S_REPORTS_PVC) or None,
+            image_pull_policy=env.get(c.ENV_K8S_IMAGE_PULL_POLICY, "IfNotPresent"),
+            image_overrides={
+                name: env[f"{c.ENV_IMAGE_OVERRIDE_PREFIX}{name.upper()}"]
+                for name in STAGE_IMAGES
+                if env.get(f"{c.ENV_IMAGE_OVERRIDE_PREFIX}{name.upper()}")
+            },
             docker_url=env.get(c.ENV_DOCKER_URL, "unix://var/run/docker.sock"),
             docker_pghost=env.get(c.ENV_DOCKER_PGHOST, "host.docker.internal"),
         )
 
     def image(self, name: str) -> str:
-        """The pinned image reference of a stage image: `<repo>/<name>:<tag>`."""
-        return f"{self.image_repo}/{name}:{self.image_tag}"
+        """The pinned image of a stage: `PIPELINE_IMAGE_<NAME>` if set, else `<repo>/<name>:<tag>`."""
+        return self.image_overrides.get(name) or f"{self.image_repo}/{name}:{self.image_tag}"
+
+
+def _is_pinned(reference: str) -> bool:
+    """A digest, or a tag other than `latest` after the last path segment's colon."""
+    if "@sha256:" in reference:
+        return True
+    last = reference.rsplit("/", 1)[-1]
+    return ":" in last and last.rsplit(":", 1)[1] not in ("", "latest")

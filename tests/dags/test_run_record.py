@@ -34,7 +34,7 @@ def collected(trained: bool = True, versions: tuple[int, int] = (3, 3), with_bat
         "dbt_intermediate": {"result": {"invocation_id": "inv-int"}, "timing": timing(4.0), "ran": True},
         "dbt_marts": {"result": {"invocation_id": "inv-marts"}, "timing": timing(5.0), "ran": True},
         "retrain_due": {"result": {"due": trained, "reason": "no champion"}, "timing": timing(0.5), "ran": True},
-        "train": {"result": {"model_version": 3, "promoted": True, "auc": 0.71}, "timing": timing(9.0), "ran": True}
+        "train": {"result": {"version": 3, "promoted": True, "auc": 0.71}, "timing": timing(9.0), "ran": True}
         if trained
         else {"result": None, "timing": None, "ran": False},
         "predict": {"shards": [shard(0), shard(1)]},
@@ -49,13 +49,18 @@ def test_summary_links_dbt_invocations_model_version_batches_timings_and_counts(
         "dbt_intermediate": "inv-int",
         "dbt_marts": "inv-marts",
     }
-    assert row["model_version"] == 3 and row["trained_model_version"] == 3 and row["trained"] is True
+    assert row["model_version"] == 3 and row["trained_model_version"] == 3 and row["trained"] is True and row["promoted"] is True
     assert row["prediction_batch_ids"] == ["00000000-0000-0000-0000-000000000000", "00000000-0000-0000-0000-000000000001"]
     assert row["stage_timings"]["ingest"] == 1.5 and row["stage_timings"]["predict"] == [2.0, 3.0]
     assert row["stage_counts"]["ingest"] == {"rows_loaded": 120, "rows_rejected": 3}
     assert row["stage_counts"]["predict"][1]["rows"] == 11
     skipped = summarise(collected(trained=False))
-    assert skipped["trained"] is False and skipped["trained_model_version"] is None and skipped["stage_timings"]["train"] is None
+    assert (
+        skipped["trained"] is False
+        and skipped["trained_model_version"] is None
+        and skipped["promoted"] is None
+        and skipped["stage_timings"]["train"] is None
+    )
 
 
 def test_shards_scored_by_different_models_are_refused() -> None:

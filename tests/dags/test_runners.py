@@ -3,6 +3,9 @@ containers render offline, without a cluster or an engine (issue 6, points 2 and
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -158,3 +161,68 @@ def test_local_runner_runs_the_stage_in_its_own_uv_project(monkeypatch: pytest.M
     assert command[1:6] == ["run", "--quiet", "--frozen", "--project", str(REPO_ROOT / "dbt")]
     assert command[6:] == ["--", *expected_argv("dbt_staging")]
     assert op.env["DBT_PROJECT_DIR"] == str(REPO_ROOT / "dbt")
+
+
+# The connection the k8s/ helm values and `make kind-connection` configure: the XCom sidecar's
+# image, requests/limits and security context come from it.
+KIND_CONNECTION = json.dumps(
+    {
+        "conn_type": "kubernetes",
+        "extra": {
+            "xcom_sidecar_container_image": "ml-pipeline/xcom-sidecar:3.24.2",
+            "xcom_sidecar_container_resources": json.dumps(
+                {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
+            ),
+        },
+    }
+)
+POLICY = Path(__file__).resolve().parents[1] / "k8s" / "policy.py"
+
+
+@pytest.mark.skipif(not POLICY.is_file(), reason="tests/k8s/policy.py (the k8s part's offline pod policy) is not in this checkout")
+@pytest.mark.parametrize("name", list(STAGES))
+def test_pods_pass_the_cluster_policy_of_k8s(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("k8s_policy", POLICY)
+    assert spec is not None and spec.loader is not None
+    policy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(policy)
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", KIND_CONNECTION)
+    op, _ = rendered_stage("kubernetes", name, monkeypatch)
+    assert policy.violations(op.build_pod_request_obj(dry_run=True)) == []
+
+
+def test_pods_follow_the_k8s_deployment_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names and settings the k8s/ manifests define (docs/kubernetes.md, "Contract for the DAG's kubernetes runner")."""
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", KIND_CONNECTION)
+    op, _ = rendered_stage(
+        "kubernetes",
+        "ingest",
+        monkeypatch,
+        PIPELINE_IMAGE_INGEST="registry.example.com/ml-pipeline/ingest:2.3.4",
+        PIPELINE_K8S_IMAGE_PULL_POLICY="Always",
+    )
+    pod = pod_dict(op)
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "stage"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/part-of"] == "ml-pipeline"
+    assert pod["spec"]["serviceAccountName"] == "ml-pipeline-stage"
+    [base] = [c for c in pod["spec"]["containers"] if c["name"] == "base"]
+    assert (base["image"], base["imagePullPolicy"]) == ("registry.example.com/ml-pipeline/ingest:2.3.4", "Always")
+    assert {"name": "HOME", "value": "/tmp"} in base["env"]
+    [landing] = [v for v in pod["spec"]["volumes"] if v["name"] == "landing"]
+    assert landing["persistentVolumeClaim"] == {"claimName": "landing-data", "readOnly": True}
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] != "base")
+    assert sidecar["image"] == "ml-pipeline/xcom-sidecar:3.24.2"
+
+    trainer, _ = rendered_stage("kubernetes", "train", monkeypatch)
+    env = {e["name"]: e.get("value") for e in pod_dict(trainer)["spec"]["containers"][0]["env"]}
+    assert env["PIPELINE_REPORTS_DIR"] == "/tmp/reports"  # no reports claim configured: the scratch volume
+
+
+def test_image_overrides_must_be_pinned() -> None:
+    from ml_pipeline_lib.config import PipelineConfigError
+
+    config = RunnerConfig.from_env({"PIPELINE_IMAGE_DBT": "reg.io/dbt@sha256:" + "a" * 64})
+    assert config.image("dbt").endswith("a" * 64) and config.image("trainer") == "ml-pipeline/trainer:0.1.0"
+    for bad in ("reg.io/ml-pipeline/dbt", "reg.io:5000/dbt", "dbt:latest"):
+        with pytest.raises(PipelineConfigError, match="PIPELINE_IMAGE_DBT"):
+            RunnerConfig.from_env({"PIPELINE_IMAGE_DBT": bad})

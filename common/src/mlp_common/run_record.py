@@ -4,8 +4,9 @@
 predictor image, which installs this package). JSON is what the DAG collected from the stages'
 XComs: `{stage: {"result": {...}, "timing": {...}, "ran": bool}, "predict": {"shards": [...]}}`.
 From it the record keeps the dbt invocation ids (`invocation_id` of the dbt stages' results), the
-model version that scored (`model_version` of the prediction results, else of the training
-result), the prediction batch ids (`batch_id`; else read from `ml.prediction_batches` for D),
+model version that scored (`model_version` of the prediction results), the version trained and
+whether it was promoted (`version`/`model_version` and `promoted` of the training result), the
+prediction batch ids (`batch_id`; else read from `ml.prediction_batches` for D),
 per-stage timings, and per-stage counts (the numeric fields of each result). Re-running the
 record for the same run id replaces its row: idempotent per DAG run.
 """
@@ -35,6 +36,7 @@ create table if not exists ml.pipeline_runs (
     as_of_date date not null,
     recorded_at timestamptz not null default now(),
     trained boolean not null,
+    promoted boolean,
     model_version bigint,
     trained_model_version bigint,
     dbt_invocation_ids jsonb not null,
@@ -46,12 +48,12 @@ create table if not exists ml.pipeline_runs (
 """
 
 UPSERT = """
-insert into ml.pipeline_runs (run_id, as_of_date, trained, model_version, trained_model_version,
+insert into ml.pipeline_runs (run_id, as_of_date, trained, promoted, model_version, trained_model_version,
     dbt_invocation_ids, prediction_batch_ids, stage_timings, stage_counts, stages)
-values (%(run_id)s, %(as_of_date)s, %(trained)s, %(model_version)s, %(trained_model_version)s,
+values (%(run_id)s, %(as_of_date)s, %(trained)s, %(promoted)s, %(model_version)s, %(trained_model_version)s,
     %(dbt_invocation_ids)s, %(prediction_batch_ids)s, %(stage_timings)s, %(stage_counts)s, %(stages)s)
 on conflict (run_id) do update set
-    as_of_date = excluded.as_of_date, recorded_at = now(), trained = excluded.trained,
+    as_of_date = excluded.as_of_date, recorded_at = now(), trained = excluded.trained, promoted = excluded.promoted,
     model_version = excluded.model_version, trained_model_version = excluded.trained_model_version,
     dbt_invocation_ids = excluded.dbt_invocation_ids, prediction_batch_ids = excluded.prediction_batch_ids,
     stage_timings = excluded.stage_timings, stage_counts = excluded.stage_counts, stages = excluded.stages
@@ -102,11 +104,13 @@ def summarise(stages: dict[str, Any]) -> dict[str, Any]:
     train = stages.get("train") if isinstance(stages.get("train"), dict) else {}
     train_result = train.get("result") if isinstance(train.get("result"), dict) else {}
     trained = bool(train.get("ran")) and bool(train_result)
-    trained_version = train_result.get("model_version") if isinstance(train_result.get("model_version"), int) else None
+    trained_version = next((train_result[k] for k in ("model_version", "version") if isinstance(train_result.get(k), int)), None)
+    promoted = train_result.get("promoted") if isinstance(train_result.get("promoted"), bool) else None
     if len(scored_versions) > 1:
         raise StageError(f"prediction shards used different model versions {sorted(scored_versions)}", ExitCode.DATA_QUALITY)
     return {
         "trained": trained,
+        "promoted": promoted,
         "model_version": next(iter(scored_versions), None),
         "trained_model_version": trained_version,
         "dbt_invocation_ids": invocations,
@@ -173,7 +177,10 @@ def main_command(
         "run recorded", extra={"fields": {"model_version": written["model_version"], "batches": len(written["prediction_batch_ids"])}}
     )
     write_result(
-        {k: written[k] for k in ("run_id", "as_of_date", "trained", "model_version", "trained_model_version", "prediction_batch_ids")}
+        {
+            k: written[k]
+            for k in ("run_id", "as_of_date", "trained", "promoted", "model_version", "trained_model_version", "prediction_batch_ids")
+        }
     )
 
 

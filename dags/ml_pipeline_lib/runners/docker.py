@@ -91,7 +91,7 @@ class DockerRunner(Runner):
         return DockerStageOperator
 
     def operator_kwargs(self, spec: StageSpec) -> dict[str, Any]:
-        env = {**self.stage_env(spec), **spec.container_env, ENV_RESULT_PATH: CONTAINER_RESULT_PATH}
+        env = {**self.stage_env(spec), **spec.container_env, ENV_RESULT_PATH: CONTAINER_RESULT_PATH, "HOME": "/tmp"}
         mounts = []
         if spec.needs_landing:
             env[ENV_LANDING_DIR] = CONTAINER_LANDING_DIR

@@ -3,10 +3,14 @@
 - Pinned image `<repo>/<image>:<PIPELINE_IMAGE_TAG>` (never `latest`, see config.py).
 - libpq variables only from the Secret `warehouse-credentials` (`Secret("env", None, ...)`: every
   key of the Secret becomes an environment variable); no credentials in the DAG.
+- Settings from the environment (k8s/'s `pipeline-config` ConfigMap): namespace, service account
+  (`ml-pipeline-stage`, no token), Secret name, landing claim (`landing-data`), pull policy, and
+  per-image overrides `PIPELINE_IMAGE_<NAME>` (see config.py).
 - Requests and limits per stage; pod and containers non-root (uid 10001), read-only root
   filesystem, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp, no
-  service-account token. Writable paths are volumes: `/tmp` (emptyDir, scratch), the landing
-  folder (PVC, read-only) and the reports folder (PVC) for the stages that need them.
+  service-account token. Writable paths are volumes: `/tmp` (emptyDir, scratch, also `HOME`), the
+  landing folder (PVC, read-only) for ingest, and the trainer's reports under `/tmp/reports` (or
+  on the claim `PIPELINE_K8S_REPORTS_PVC` when set).
 - Logs streamed (`get_logs`), result read from `/airflow/xcom/return.json` by the XCom sidecar,
   pod deleted when it finishes.
 - Exit codes: `cleanup()` sees the finished pod; the base container's exit code is attached to the
@@ -29,7 +33,6 @@ from ml_pipeline_lib.constants import (
     ENV_LANDING_DIR,
     ENV_REPORTS_DIR,
     STAGE_UID,
-    WAREHOUSE_SECRET,
 )
 from ml_pipeline_lib.runners.base import Runner, StageFailed, StageOperatorMixin
 from ml_pipeline_lib.stages import StageSpec
@@ -93,7 +96,7 @@ class KubernetesRunner(Runner):
         return PodStageOperator
 
     def operator_kwargs(self, spec: StageSpec) -> dict[str, Any]:
-        env = {**self.stage_env(spec), **spec.container_env}
+        env = {**self.stage_env(spec), **spec.container_env, "HOME": CONTAINER_SCRATCH_DIR}
         volumes = [k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="1Gi"))]
         mounts = [k8s.V1VolumeMount(name="scratch", mount_path=CONTAINER_SCRATCH_DIR)]
         if spec.needs_landing:
@@ -105,22 +108,26 @@ class KubernetesRunner(Runner):
                 )
             )
             mounts.append(k8s.V1VolumeMount(name="landing", mount_path=CONTAINER_LANDING_DIR, read_only=True))
-        if spec.needs_reports:
+        if spec.needs_reports and self.config.reports_pvc:
             env[ENV_REPORTS_DIR] = CONTAINER_REPORTS_DIR
-            volumes.append(
-                k8s.V1Volume(
-                    name="reports", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=self.config.reports_pvc)
-                )
-            )
+            claim = k8s.V1PersistentVolumeClaimVolumeSource(claim_name=self.config.reports_pvc)
+            volumes.append(k8s.V1Volume(name="reports", persistent_volume_claim=claim))
             mounts.append(k8s.V1VolumeMount(name="reports", mount_path=CONTAINER_REPORTS_DIR))
+        elif spec.needs_reports:  # no claim configured: the report lives as long as the pod (its path is in the result)
+            env[ENV_REPORTS_DIR] = f"{CONTAINER_SCRATCH_DIR}/reports"
         return {
             "image": self.config.image(spec.image),
-            "image_pull_policy": "IfNotPresent",
+            "image_pull_policy": self.config.image_pull_policy,
+            "service_account_name": self.config.service_account,
             "namespace": self.config.namespace,
             "name": f"mlp-{spec.name.replace('_', '-')}",
-            "labels": {"app.kubernetes.io/part-of": "ml-pipeline", "ml-pipeline/stage": spec.name.replace("_", "-")},
+            "labels": {
+                "app.kubernetes.io/part-of": "ml-pipeline",
+                "app.kubernetes.io/component": "stage",
+                "ml-pipeline/stage": spec.name.replace("_", "-"),
+            },
             "env_vars": env,
-            "secrets": [Secret("env", None, WAREHOUSE_SECRET)],
+            "secrets": [Secret("env", None, self.config.warehouse_secret)],
             "container_resources": k8s.V1ResourceRequirements(requests=spec.resources.requests(), limits=spec.resources.limits()),
             "security_context": pod_security_context(),
             "container_security_context": container_security_context(),
