@@ -1,8 +1,9 @@
-"""Fixtures of the DAG tests: an Airflow home of their own, the DAG folder importable, stage renders.
+"""Fixtures of the DAG tests: an Airflow home of their own and the DAG folder importable.
 
 Airflow reads AIRFLOW_HOME when it is first imported, so it is set here, at collection time,
 before any test imports Airflow: `<repo>/.airflow/tests` (git-ignored), a sqlite metadata DB
-migrated once per session for the tests that run `dag.test()`.
+migrated once per session for the tests that run `dag.test()`. Helpers shared by the test
+modules live in `dag_helpers.py` (pytest runs with `--import-mode=importlib`: conftest is not importable).
 """
 
 from __future__ import annotations
@@ -11,28 +12,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DAGS_DIR = REPO_ROOT / "dags"
-DAG_FILE = DAGS_DIR / "ml_pipeline.py"
-TEST_DAGS_DIR = Path(__file__).parent / "dagfiles"
-AIRFLOW_HOME = REPO_ROOT / ".airflow" / "tests"
+sys.path[:0] = [p for p in (str(Path(__file__).parent), str(Path(__file__).resolve().parents[2] / "dags")) if p not in sys.path]
 
-AIRFLOW_ENV = {
-    "AIRFLOW_HOME": str(AIRFLOW_HOME),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
-}
+from dag_helpers import AIRFLOW_ENV, AIRFLOW_HOME  # noqa: E402 - needs the path above
+
 AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
 os.environ.update(AIRFLOW_ENV)
 os.environ.pop("PIPELINE_RUNNER", None)
-if str(DAGS_DIR) not in sys.path:
-    sys.path.insert(0, str(DAGS_DIR))
-
-LOGICAL_DATE = "2024-03-01"
 
 
 @pytest.fixture(scope="session")
@@ -40,37 +29,3 @@ def airflow_db() -> dict[str, str]:
     """A migrated sqlite metadata DB in the tests' AIRFLOW_HOME; returns the environment for subprocesses."""
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env={**os.environ, **AIRFLOW_ENV}, capture_output=True)
     return dict(AIRFLOW_ENV)
-
-
-def load_dag(runner: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
-    """Parse the DAG file through a DagBag with the given runner; fail on any import error."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    monkeypatch.setenv("PIPELINE_RUNNER", runner)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    bag = DagBag(dag_folder=str(DAG_FILE))
-    assert bag.import_errors == {}, bag.import_errors
-    return bag.dags["ml_pipeline"]
-
-
-class FakeTaskInstance:
-    """Just enough of a task instance for offline rendering: `ti.xcom_pull` in the run record's argv."""
-
-    def __init__(self, xcoms: dict[str, Any]) -> None:
-        self.xcoms = xcoms
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value", **_: Any) -> Any:
-        return self.xcoms.get(task_ids)
-
-
-def render_context(dag: Any, ds: str = LOGICAL_DATE, **xcoms: Any) -> dict[str, Any]:
-    """The template context a task sees at run time, minus the metadata DB."""
-    params = {name: dag.params[name] for name in dag.params}
-    return {
-        "ds": ds,
-        "ds_nodash": ds.replace("-", ""),
-        "run_id": f"scheduled__{ds}T00:00:00+00:00",
-        "params": params,
-        "ti": FakeTaskInstance({"collect_stage_results": '{"ingest": {"result": {"rows": 3}}}', **xcoms}),
-    }

@@ -6,7 +6,7 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from conftest import load_dag
+from dag_helpers import load_dag
 from ml_pipeline_lib.stages import STAGES
 
 RUNNERS = ("local", "docker", "kubernetes")
@@ -28,7 +28,7 @@ def test_dagbag_imports_without_errors(runner: str, monkeypatch: pytest.MonkeyPa
 
 def test_unknown_runner_is_an_import_error_that_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.dag_processing.dagbag import DagBag
-    from conftest import DAG_FILE
+    from dag_helpers import DAG_FILE
 
     monkeypatch.setenv("PIPELINE_RUNNER", "nomad")
     bag = DagBag(dag_folder=str(DAG_FILE))
@@ -38,7 +38,7 @@ def test_unknown_runner_is_an_import_error_that_says_what_to_do(monkeypatch: pyt
 
 def test_latest_image_tag_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.dag_processing.dagbag import DagBag
-    from conftest import DAG_FILE
+    from dag_helpers import DAG_FILE
 
     monkeypatch.setenv("PIPELINE_RUNNER", "kubernetes")
     monkeypatch.setenv("PIPELINE_IMAGE_TAG", "latest")

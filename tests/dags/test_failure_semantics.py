@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 
 import pytest
-from conftest import DAGS_DIR, REPO_ROOT, TEST_DAGS_DIR
+from dag_helpers import DAGS_DIR, REPO_ROOT, TEST_DAGS_DIR
 from ml_pipeline_lib.callbacks import failure_event, on_task_failure, post_webhook
 from ml_pipeline_lib.runners.base import StageFailed
 from mlp_common.exit_codes import ExitCode

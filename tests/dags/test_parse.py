@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import AIRFLOW_ENV, DAG_FILE, DAGS_DIR
+from dag_helpers import AIRFLOW_ENV, DAG_FILE, DAGS_DIR
 
 # A fresh interpreter: block the network and make the metadata DB unreachable *before* Airflow
 # is imported, then parse one file through a DagBag and report what happened.

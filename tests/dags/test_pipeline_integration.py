@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import DAGS_DIR, REPO_ROOT
+from dag_helpers import DAGS_DIR, REPO_ROOT
 
 STAGE_CLIS = {"ingest": "ingest", "dbt": "dbt-stage", "trainer": "trainer", "predictor": "predictor"}
 HISTORY = ("2024-01-01", "2024-06-03")  # generated landing data; the DAG runs dates at its end

@@ -10,7 +10,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from conftest import LOGICAL_DATE, load_dag, render_context
+from dag_helpers import LOGICAL_DATE, load_dag, render_context
 from ml_pipeline_lib.config import RunnerConfig
 from ml_pipeline_lib.constants import LIBPQ_VARIABLES, STAGE_UID, RunnerMode
 from ml_pipeline_lib.runners import get_runner
@@ -154,7 +154,7 @@ def test_docker_runner_points_a_host_local_warehouse_at_the_host_gateway() -> No
 
 
 def test_local_runner_runs_the_stage_in_its_own_uv_project(monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import REPO_ROOT
+    from dag_helpers import REPO_ROOT
 
     op, _ = rendered_stage("local", "dbt_staging", monkeypatch)
     command = op.command()
