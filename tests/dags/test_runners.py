@@ -226,3 +226,58 @@ def test_image_overrides_must_be_pinned() -> None:
     for bad in ("reg.io/ml-pipeline/dbt", "reg.io:5000/dbt", "dbt:latest"):
         with pytest.raises(PipelineConfigError, match="PIPELINE_IMAGE_DBT"):
             RunnerConfig.from_env({"PIPELINE_IMAGE_DBT": bad})
+
+
+def finished_pod(exit_code: int) -> Any:
+    """A pod as the API reports it after its stage container terminated with `exit_code`."""
+    from kubernetes.client import models as k8s
+
+    terminated = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=exit_code))
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="mlp-ingest-abc", namespace="ml-pipeline", labels={}),
+        status=k8s.V1PodStatus(
+            phase="Failed",
+            container_statuses=[
+                k8s.V1ContainerStatus(name="base", state=terminated, ready=False, restart_count=0, image="i", image_id="i"),
+            ],
+        ),
+    )
+
+
+@pytest.mark.slow  # the cleanup's API calls retry against the closed port: ~15 s per case
+@pytest.mark.parametrize(("exit_code", "retryable"), [(20, False), (1, True)])
+def test_pod_exit_code_decides_whether_airflow_retries(
+    exit_code: int, retryable: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """KubernetesPodOperator's cleanup() sees the finished pod; the stage's exit code rides on the failure.
+
+    No cluster: the pod status is the API's answer for a failed stage container, and the cleanup's
+    own API calls (patch, delete) go to a closed port and fail quietly, as they do when a pod is gone."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from ml_pipeline_lib.runners.base import StageFailed
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "none", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "none", "user": {}}],
+                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
+                "current-context": "none",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    op, _ = rendered_stage("kubernetes", "ingest", monkeypatch)
+    op.log_events_on_failure = False
+    pod = finished_pod(exit_code)
+    # execute() wraps the launcher (here: just the cleanup of the finished pod, as execute_sync ends)
+    monkeypatch.setattr(type(op), "_launch", lambda self, context: self.cleanup(pod, pod))
+    with pytest.raises((StageFailed, AirflowFailException)) as failure:
+        op.execute({})
+    stage_failure = failure.value if isinstance(failure.value, StageFailed) else failure.value.__cause__
+    assert isinstance(stage_failure, StageFailed) and stage_failure.exit_code == exit_code
+    # non-retryable codes become AirflowFailException, which Airflow never retries
+    assert isinstance(failure.value, AirflowFailException) is not retryable
