@@ -269,7 +269,10 @@ def test_pod_exit_code_decides_whether_airflow_retries(
             }
         )
     )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    # through the connection: the kubernetes client reads $KUBECONFIG only once, when first imported
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}})
+    )
     op, _ = rendered_stage("kubernetes", "ingest", monkeypatch)
     op.log_events_on_failure = False
     pod = finished_pod(exit_code)
