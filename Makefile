@@ -22,6 +22,10 @@ DEMO_START ?= 2024-01-01
 DEMO_END ?= 2025-12-31
 DEMO_SEED ?= 7
 DEMO_BAD_ROW_RATE ?= 0.005
+# Three consecutive logical dates: the first trains and promotes (no champion yet), the second
+# scores with it, the third retrains (cadence 2 days) and goes through the champion/challenger gate.
+DEMO_DATES ?= 2025-12-29 2025-12-30 2025-12-31
+DEMO_CONF ?= {"retrain_cadence_days": 2, "shard_count": 2}
 
 .PHONY: help
 help: ## list the targets
@@ -53,7 +57,11 @@ demo: warehouse ## run the pipeline on generated data with the embedded warehous
 	  touch $(LANDING)/.generated; fi; \
 	echo "== loading the history into raw.*"; \
 	PIPELINE_RESULT_PATH=$(DATA_DIR)/ingest-history.json $(UV) run --quiet --project ingest ingest load --history --source $(LANDING) >/dev/null; \
-	$(UV) run --quiet --project ingest ingest summary | grep -v '^{'
+	$(UV) run --quiet --project ingest ingest summary | grep -v '^{'; \
+	echo "== running the ml_pipeline DAG (local runner) for $(DEMO_DATES)"; \
+	PYTHONPATH=$(CURDIR)/dags PIPELINE_LANDING_DIR=$(LANDING) PIPELINE_REPORTS_DIR=$(CURDIR)/reports \
+	  $(UV) run --quiet --project dags python -m ml_pipeline_lib.demo --conf '$(DEMO_CONF)' $(DEMO_DATES) 2>&1 \
+	  | grep -v '^{"ts"' | grep -Ev '^\[|^\s*$$|INFO|WARNING'
 
 .PHONY: test
 test: lint warehouse ## run every test this machine allows, each stage's in its own environment

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TriggerRule, chain, task
+
 from ml_pipeline_lib import stages
 from ml_pipeline_lib.callbacks import on_task_failure
 from ml_pipeline_lib.constants import TIMING_XCOM_KEY

@@ -106,6 +106,68 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def warehouse_summary(as_of_date: date) -> str:
+    """What a person wants after a run: counts, the model and its gate decisions, the riskiest customers."""
+    import psycopg
+
+    lines = [f"== warehouse after {as_of_date}"]
+    with psycopg.connect("") as conn:
+
+        def one(query: str, *params: Any) -> Any:
+            row = conn.execute(query, params).fetchone()
+            return None if row is None else row[0]
+
+        def exists(name: str) -> bool:
+            return bool(one("select to_regclass(%s) is not null", name))
+
+        counts = [
+            ("raw transactions", "raw.transactions", "select count(*) from raw.transactions"),
+            (
+                f"feature rows on {as_of_date}",
+                "marts.customer_churn_features",
+                "select count(*) from marts.customer_churn_features where as_of_date = %s",
+            ),
+            ("training snapshots", "marts.customer_churn_training_set", "select count(*) from marts.customer_churn_training_set"),
+            (f"predictions on {as_of_date}", "ml.churn_predictions", "select count(*) from ml.churn_predictions where as_of_date = %s"),
+        ]
+        for label, table, query in counts:
+            value = one(query, *([as_of_date] if "%s" in query else [])) if exists(table) else None
+            lines.append(f"  {label:<32} {value:>12,}" if value is not None else f"  {label:<32} {'-':>12}")
+        if exists("ml.model_promotions"):
+            lines.append("  model versions and gate decisions:")
+            for version, as_of, promoted, reason, auc, base_auc, report in conn.execute(
+                """
+                select p.version, v.as_of_date, p.promoted, p.reason,
+                    (v.metrics -> 'candidate' ->> 'roc_auc')::float, (v.metrics -> 'baseline' ->> 'roc_auc')::float, v.report_path
+                from ml.model_promotions as p
+                inner join ml.model_versions as v using (model_name, version)
+                order by p.decided_at
+                """
+            ).fetchall():
+                verdict = "promoted" if promoted else "kept champion"
+                lines.append(f"    v{version} (trained for {as_of}): ROC AUC {auc:.3f} vs baseline {base_auc:.3f}; {verdict}: {reason}")
+                lines.append(f"        report: {report}")
+            champion = one("select version from ml.model_champion where model_name = 'churn'")
+            lines.append(f"  champion: v{champion}")
+        if exists("ml.churn_predictions"):
+            top = conn.execute(
+                """
+                select customer_id, churn_probability, risk_band from ml.churn_predictions
+                where as_of_date = %s order by churn_probability desc, customer_id limit 10
+                """,
+                (as_of_date,),
+            ).fetchall()
+            bands = dict(
+                conn.execute(
+                    "select risk_band, count(*) from ml.churn_predictions where as_of_date = %s group by 1", (as_of_date,)
+                ).fetchall()
+            )
+            lines.append(f"  risk bands on {as_of_date}: " + ", ".join(f"{b} {bands.get(b, 0):,}" for b in ("high", "medium", "low")))
+            lines.append("  top 10 customers most likely to churn:")
+            lines.extend(f"    {customer:<12} {probability:6.3f}  {band}" for customer, probability, band in top)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("dates", nargs="+", type=date.fromisoformat, help="logical dates YYYY-MM-DD, run in order")
@@ -120,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for summary in summaries:
             print(format_summary(summary))
+        print(warehouse_summary(args.dates[-1]))
     return 0 if all(s["state"] == "success" for s in summaries) else 1
 
 
