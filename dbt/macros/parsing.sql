@@ -1,0 +1,51 @@
+{#- Text -> typed values without ever raising: raw columns are dirty text by contract, and one bad
+    value must become NULL (and be counted by the audit), not abort the build. Nested CASEs because
+    PostgreSQL does not promise short-circuit evaluation of AND. -#}
+
+{% macro safe_date(column) -%}
+    case
+        when trim({{ column }}) ~ '^\d{4}-\d{2}-\d{2}$' then
+            case
+                when
+                    substr(trim({{ column }}), 1, 4)::int >= 1
+                    and substr(trim({{ column }}), 6, 2)::int between 1 and 12
+                    then
+                        case
+                            when
+                                substr(trim({{ column }}), 9, 2)::int between 1 and extract(
+                                    day from make_date(
+                                        substr(trim({{ column }}), 1, 4)::int, substr(trim({{ column }}), 6, 2)::int, 1
+                                    ) + interval '1 month - 1 day'
+                                )
+                                then cast(trim({{ column }}) as date)
+                        end
+            end
+    end
+{%- endmacro %}
+
+{% macro safe_numeric(column) -%}
+    case
+        when trim({{ column }}) ~ '^[+-]?\d{1,12}(\.\d{1,6})?$' then cast(trim({{ column }}) as numeric(20, 6))
+    end
+{%- endmacro %}
+
+{% macro safe_integer(column) -%}
+    case
+        when trim({{ column }}) ~ '^[+-]?\d{1,9}$' then cast(trim({{ column }}) as integer)
+    end
+{%- endmacro %}
+
+{#- Lower-case, trimmed, inner whitespace collapsed; blank -> NULL. -#}
+{% macro clean_label(column) -%}
+    nullif(regexp_replace(lower(trim({{ column }})), '\s+', ' ', 'g'), '')
+{%- endmacro %}
+
+{#- The relation of a source table, or none when it does not exist yet (raw.customers may be
+    missing: ingest creates raw tables on their first load). -#}
+{% macro source_relation_if_exists(source_name, table_name) -%}
+    {%- set src = source(source_name, table_name) -%}
+    {%- if not execute -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {{ return(adapter.get_relation(database=src.database, schema=src.schema, identifier=src.identifier)) }}
+{%- endmacro %}

@@ -1,0 +1,25 @@
+{{
+    config(
+        unique_key=['as_of_date', 'customer_id'],
+        pre_hook="{% if is_incremental() %}delete from {{ this }} where as_of_date = {{ as_of_date_literal() }}{% endif %}",
+    )
+}}
+{#- One row per customer active in the lookback window as of as_of_date: the snapshot the predictor
+    scores. Incremental: each run replaces its own as_of_date (pre-hook delete + delete+insert on the
+    key), so reruns are idempotent and backfills build a history of snapshots. -#}
+with
+
+metrics as (
+    select * from {{ ref('int_customer_metrics_as_of_date') }}
+),
+
+final as (
+    select
+        cutoff_date as as_of_date,
+        {{ feature_columns('metrics') }},
+        _last_event_date,
+        cast('{{ invocation_id }}' as text) as _dbt_invocation_id
+    from metrics
+)
+
+select * from final
