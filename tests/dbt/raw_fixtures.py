@@ -133,7 +133,14 @@ def fixture_customers(customers: int, start: date, seed: int = 11) -> list[dict[
     return rows
 
 
-def load_fixture(conn: psycopg.Connection, *, customers: int = 60, start: date = date(2023, 1, 1), end: date = date(2024, 7, 1), with_customers: bool = True) -> None:
+def load_fixture(
+    conn: psycopg.Connection,
+    *,
+    customers: int = 60,
+    start: date = date(2023, 1, 1),
+    end: date = date(2024, 7, 1),
+    with_customers: bool = True,
+) -> None:
     """A small warehouse: ~18 months of transactions for `customers` customers (+ their attributes)."""
     create_raw_tables(conn, customers=with_customers)
     insert_rows(conn, "transactions", TRANSACTION_COLUMNS, fixture_transactions(customers, start, end))
