@@ -1,45 +1,46 @@
 """Raw tables and small fixture data for the dbt tests and the benchmark.
 
-The DDL is the ingest contract's (ingest/src/ingest/contract.py) for the landing tables, copied
-because the dbt environment does not install the ingest package; `test_contract_ddl_matches_ingest`
-reads contract.py's source and fails when the two drift apart.
+The raw DDL is the ingest contract's own: the dbt environment does not install the ingest package,
+so `contract.py` is loaded from its file (it only needs the standard library). The tables are
+therefore exactly what `ingest load` creates.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
+from pathlib import Path
+from types import ModuleType
 
 import psycopg
+
+CONTRACT_FILE = Path(__file__).resolve().parents[2] / "ingest" / "src" / "ingest" / "contract.py"
 
 TRANSACTION_COLUMNS = ("transaction_id", "customer_id", "amount", "transaction_date", "category", "merchant_id")
 CUSTOMER_COLUMNS = ("customer_id", "age", "region", "account_type", "signup_date")
 
 
-def landing_ddl(table: str, columns: Sequence[str]) -> str:
-    """The landing table of the contract (metadata given explicitly by the fixtures, so defaults that read
-    ingest's per-transaction settings are kept but never used)."""
-    source_columns = ",\n    ".join(f"{c} text" for c in columns)
-    return f"""
-create schema if not exists raw;
-
-create table if not exists raw.{table} (
-    {source_columns},
-    _line_number bigint not null,
-    _partition_date date not null default (current_setting('ingest.partition_date')::date),
-    _batch_id uuid not null default (current_setting('ingest.batch_id')::uuid),
-    _source_file text not null default (current_setting('ingest.source_file')),
-    _loaded_at timestamptz not null default now()
-);
-create index if not exists {table}_partition_idx on raw.{table} (_partition_date);
-"""
+def ingest_contract() -> ModuleType:
+    """ingest/src/ingest/contract.py, loaded by path (the ingest package is not in the dbt env)."""
+    spec = importlib.util.spec_from_file_location("ingest_contract_for_dbt_tests", CONTRACT_FILE)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(CONTRACT_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 def create_raw_tables(conn: psycopg.Connection, *, customers: bool = True) -> None:
-    conn.execute(landing_ddl("transactions", TRANSACTION_COLUMNS))
-    if customers:
-        conn.execute(landing_ddl("customers", CUSTOMER_COLUMNS))
+    """The raw landing tables exactly as ingest creates them (transactions; customers unless told not to)."""
+    contract = ingest_contract()
+    for name in ("transactions", "customers") if customers else ("transactions",):
+        table = contract.TABLES[name]
+        assert tuple(table.columns) == (TRANSACTION_COLUMNS if name == "transactions" else CUSTOMER_COLUMNS)
+        conn.execute(contract.ddl(table))
 
 
 def insert_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[dict[str, object]]) -> int:
