@@ -39,12 +39,12 @@ GENERATE_CUSTOMERS = """
 insert into raw.customers (customer_id, age, region, account_type, signup_date, _line_number, _partition_date, _batch_id, _source_file)
 select
     'C' || lpad(c::text, 6, '0'),
-    case when c % 50 = 0 then 'n/a' else (18 + (hashint4(c) & 63))::text end,
+    case when c %% 50 = 0 then 'n/a' else (18 + (hashint4(c) & 63))::text end,
     (array['north', ' South', 'EAST', 'west '])[1 + (hashint4(c + 1) & 3)],
-    (array['basic', 'premium', 'Gold'])[1 + abs(hashint4(c + 2)) % 3],
-    (%(start)s::date - (abs(hashint4(c + 3)) % 400))::text,
+    (array['basic', 'premium', 'Gold'])[1 + abs(hashint4(c + 2)) %% 3],
+    (%(start)s::date - (abs(hashint4(c + 3)) %% 400))::text,
     c,
-    %(start)s::date - (abs(hashint4(c + 3)) % 400),
+    %(start)s::date - (abs(hashint4(c + 3)) %% 400),
     gen_random_uuid(),
     'bench/customers.csv'
 from generate_series(1, %(customers)s) as c

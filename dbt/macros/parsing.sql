@@ -40,12 +40,26 @@
     nullif(regexp_replace(lower(trim({{ column }})), '\s+', ' ', 'g'), '')
 {%- endmacro %}
 
-{#- The relation of a source table, or none when it does not exist yet (raw.customers may be
-    missing: ingest creates raw tables on their first load). -#}
-{% macro source_relation_if_exists(source_name, table_name) -%}
+{#- A source table, or an empty relation with its columns (all text, plus the load metadata) when
+    the table does not exist yet: raw.customers may be missing, because ingest creates raw tables on
+    their first load. The model still depends on the source (for lineage and freshness). -#}
+{% macro source_or_empty(source_name, table_name, columns) -%}
     {%- set src = source(source_name, table_name) -%}
-    {%- if not execute -%}
-        {{ return(none) }}
+    {%- set relation = adapter.get_relation(database=src.database, schema=src.schema, identifier=src.identifier) if execute else src -%}
+    {%- if relation is not none -%}
+        {{ src }}
+    {%- else -%}
+        (
+            select
+                {%- for column in columns %}
+                cast(null as text) as {{ column }},
+                {%- endfor %}
+                cast(null as bigint) as _line_number,
+                cast(null as date) as _partition_date,
+                cast(null as uuid) as _batch_id,
+                cast(null as text) as _source_file,
+                cast(null as timestamptz) as _loaded_at
+            where false
+        ) as {{ table_name }}_not_loaded
     {%- endif -%}
-    {{ return(adapter.get_relation(database=src.database, schema=src.schema, identifier=src.identifier)) }}
 {%- endmacro %}

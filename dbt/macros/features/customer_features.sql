@@ -31,8 +31,8 @@ windowed as (
     from cutoffs
     inner join activity
         on
-            activity.activity_date >= cutoffs.cutoff_date - {{ lookback }}
-            and activity.activity_date < cutoffs.cutoff_date
+            cutoffs.cutoff_date - {{ lookback }} <= activity.activity_date
+            and cutoffs.cutoff_date > activity.activity_date
 ),
 
 aggregated as (

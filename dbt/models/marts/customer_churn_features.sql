@@ -15,9 +15,9 @@ metrics as (
 
 final as (
     select
-        cutoff_date as as_of_date,
+        metrics.cutoff_date as as_of_date,
         {{ feature_columns('metrics') }},
-        _last_event_date,
+        metrics._last_event_date,
         cast('{{ invocation_id }}' as text) as _dbt_invocation_id
     from metrics
 )

@@ -39,8 +39,8 @@ active_in_window as (
     from label_windows
     inner join activity
         on
-            activity.activity_date >= label_windows.cutoff_date
-            and activity.activity_date < label_windows.label_window_end
+            label_windows.cutoff_date <= activity.activity_date
+            and label_windows.label_window_end > activity.activity_date
 ),
 
 final as (

@@ -1,12 +1,11 @@
 {#- Customer attributes, one row per customer (the latest load wins). raw.customers may not exist:
     then this is an empty relation with the same columns, and demographic features become unknown. -#}
-{%- set customers_relation = source_relation_if_exists('raw', 'customers') -%}
+{%- set source_columns = ['customer_id', 'age', 'region', 'account_type', 'signup_date'] %}
 
 with
 
-{% if customers_relation is not none -%}
 source as (
-    select * from {{ customers_relation }}
+    select * from {{ source_or_empty('raw', 'customers', source_columns) }}
 ),
 
 typed as (
@@ -37,17 +36,5 @@ final as (
         customer_id is not null
         and load_rank = 1
 )
-{%- else -%}
-final as (
-    select
-        cast(null as text) as customer_id,
-        cast(null as integer) as age,
-        cast(null as text) as region,
-        cast(null as text) as account_type,
-        cast(null as date) as signup_date,
-        cast(null as timestamptz) as loaded_at
-    where false
-)
-{%- endif %}
 
 select * from final
