@@ -1,4 +1,4 @@
-{#- The exclusion gate on the audit model: for each recent load date (the last excluded_rows_audit_days
+{#- The exclusion gate on the audit model: for each recent load date (the last recent_load_days
     up to as_of_date) with at least excluded_rows_min_rows landed lines, severity_level is 1 when
     invalid lines exceed excluded_rows_warn_fraction of the day and 2 above excluded_rows_error_fraction.
     Configure with fail_calc max(severity_level), warn_if >0, error_if >1. Low-volume days are not judged:
@@ -14,7 +14,7 @@ days as (
     from {{ model }}
     where
         load_date <= {{ as_of_date_literal() }}
-        and load_date > {{ as_of_date_literal() }} - {{ var('excluded_rows_audit_days') | int }}
+        and load_date > {{ as_of_date_literal() }} - {{ var('recent_load_days') | int }}
     group by load_date
 ),
 

@@ -1,5 +1,6 @@
-{#- Every landed transaction line, typed, with its load rank and the reason it is excluded (if any).
-    Kept apart from stg_raw__transactions so that the audit counts exactly what staging drops. -#}
+{#- Every landed transaction line, typed, with the reason it is excluded (NULL = valid). Kept apart
+    from stg_raw__transactions so that the audit counts exactly what staging drops. No window
+    functions here: a filter on load_date (the tests of recent loads) pushes down to raw. -#}
 with
 
 source as (
@@ -21,20 +22,9 @@ typed as (
     from source
 ),
 
-ranked as (
-    select
-        *,
-        row_number() over (
-            partition by transaction_id
-            order by loaded_at desc, load_date desc, line_number desc
-        ) as load_rank
-    from typed
-),
-
 final as (
     select
         *,
-        load_rank > 1 and transaction_id is not null as is_superseded,
         case
             when transaction_id is null then 'missing_transaction_id'
             when customer_id is null then 'missing_customer'
@@ -43,7 +33,7 @@ final as (
             when transaction_date is null then 'unparseable_date'
             when transaction_date > load_date then 'future_date'
         end as exclusion_reason
-    from ranked
+    from typed
 )
 
 select * from final
