@@ -2,23 +2,20 @@
     value must become NULL (and be counted by the audit), not abort the build. Nested CASEs because
     PostgreSQL does not promise short-circuit evaluation of AND. -#}
 
+{#- Dates: the common case (day 01-28, year >= 1000) is one regex and a cast; only days 29-31 pay
+    for the month-length check. This runs on every landed line, so it must stay cheap. -#}
 {% macro safe_date(column) -%}
     case
-        when trim({{ column }}) ~ '^\d{4}-\d{2}-\d{2}$' then
+        when trim({{ column }}) ~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$' then cast(trim({{ column }}) as date)
+        when trim({{ column }}) ~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(29|30|31)$' then
             case
                 when
-                    substr(trim({{ column }}), 1, 4)::int >= 1
-                    and substr(trim({{ column }}), 6, 2)::int between 1 and 12
-                    then
-                        case
-                            when
-                                substr(trim({{ column }}), 9, 2)::int between 1 and extract(
-                                    day from make_date(
-                                        substr(trim({{ column }}), 1, 4)::int, substr(trim({{ column }}), 6, 2)::int, 1
-                                    ) + interval '1 month - 1 day'
-                                )
-                                then cast(trim({{ column }}) as date)
-                        end
+                    substr(trim({{ column }}), 9, 2)::int <= extract(
+                        day from make_date(
+                            substr(trim({{ column }}), 1, 4)::int, substr(trim({{ column }}), 6, 2)::int, 1
+                        ) + interval '1 month - 1 day'
+                    )
+                    then cast(trim({{ column }}) as date)
             end
     end
 {%- endmacro %}

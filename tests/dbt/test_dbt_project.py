@@ -82,19 +82,57 @@ def _next_day_with_new_cutoff(ds: str) -> str:
 
 
 def test_incremental_day_equals_full_refresh(db: psycopg.Connection, tmp_path: Path) -> None:
+    """The daily path (incremental activity table, incremental marts) ends where a full rebuild ends,
+    including after a re-sent old transaction (new amount) and a new day's lines were landed."""
     load_fixture(db)
     build_all(tmp_path, D)
     next_day = _next_day_with_new_cutoff(D)
+    landed = date.fromisoformat(next_day) - timedelta(days=1)
+    resent = db.execute(
+        "select transaction_id, customer_id, transaction_date, category from raw.transactions order by transaction_id limit 1"
+    ).fetchone()
+    insert_rows(
+        db,
+        "transactions",
+        TRANSACTION_COLUMNS,
+        [
+            {
+                "transaction_id": resent[0],
+                "customer_id": resent[1],
+                "amount": "777.77",
+                "transaction_date": resent[2],
+                "category": resent[3],
+                "merchant_id": "M1",
+                "_partition_date": landed,
+                "_loaded_at": f"{landed} 07:00:00+00",
+            },
+            {
+                "transaction_id": "NEW0001",
+                "customer_id": "C00001",
+                "amount": "12.50",
+                "transaction_date": landed.isoformat(),
+                "category": "Home",
+                "merchant_id": "M1",
+                "_partition_date": landed,
+                "_loaded_at": f"{landed} 07:00:00+00",
+            },
+        ],
+    )
     build_all(tmp_path, next_day)
+    daily = "intermediate.int_customer_activity_aggregated_to_daily"
+    order = "customer_id, activity_date, category"
+    incremental_daily = table_rows(db, daily, order)
+    resent_day = [r for r in incremental_daily if r[0] == resent[1] and r[1].isoformat() == resent[2]]
+    assert any(float(r[4]) >= 777.77 for r in resent_day), "the re-sent amount replaced the old one"
     incremental_training = table_rows(db, TRAINING, "cutoff_date, customer_id")
-    incremental_features = db.execute(f"select count(*), count(distinct as_of_date) from {FEATURES}").fetchone()
+    assert db.execute(f"select count(distinct as_of_date) from {FEATURES}").fetchone() == (2,), "backfills keep a history of snapshots"
     next_rows = [r for r in table_rows(db, FEATURES, "as_of_date, customer_id") if r[0].isoformat() == next_day]
-    assert incremental_features[1] == 2, "backfills keep a history of feature snapshots"
     cutoffs = {r[0] for r in incremental_training}
     assert len(cutoffs) == 12 and max(cutoffs) + timedelta(days=90) == date.fromisoformat(next_day)
 
-    full = dbt_stage(tmp_path, "build", "--layer", "marts", "--ds", next_day, "--full-refresh")
+    full = dbt_stage(tmp_path, "build", "--layer", "all", "--ds", next_day, "--full-refresh")
     assert full.returncode == 0, full.stderr
+    assert table_rows(db, daily, order) == incremental_daily
     assert table_rows(db, TRAINING, "cutoff_date, customer_id") == incremental_training
     assert table_rows(db, FEATURES, "as_of_date, customer_id") == next_rows
 

@@ -14,9 +14,21 @@
     on activity_date replaces those days whole. A correction that deletes raw lines without
     re-sending them needs --full-refresh. -#}
 -- depends_on: {{ ref('base_raw__transactions') }}
-{%- set watermark = none -%}
+{%- set touched = none -%}
 {%- if execute and is_incremental() -%}
     {%- set watermark = run_query("select max(_loaded_at_max) from " ~ this).columns[0].values()[0] -%}
+    {%- if watermark is not none -%}
+        {%- set touched_query -%}
+            select distinct cast(landed.transaction_date as text)
+            from {{ ref('base_raw__transactions') }} as landed
+            inner join (
+                select distinct new_lines.transaction_id
+                from {{ ref('base_raw__transactions') }} as new_lines
+                where new_lines.loaded_at > cast('{{ watermark }}' as timestamptz)
+            ) as new_ids on landed.transaction_id = new_ids.transaction_id
+        {%- endset -%}
+        {%- set touched = run_query(touched_query).columns[0].values() | reject('none') | list | sort -%}
+    {%- endif -%}
 {%- endif %}
 
 with
@@ -25,26 +37,19 @@ transactions as (
     select * from {{ ref('stg_raw__transactions') }}
 ),
 
-touched_dates as (
-    select distinct landed.transaction_date as activity_date
-    from {{ ref('base_raw__transactions') }} as landed
-    where
-        landed.transaction_date is not null
-        and landed.transaction_id in (
-            select new_lines.transaction_id
-            from {{ ref('base_raw__transactions') }} as new_lines
-            where new_lines.loaded_at > cast('{{ watermark if watermark is not none else "-infinity" }}' as timestamptz)
-        )
-),
-
+{#- A valid transaction is never dated after its load date, so the touched days' rows all have
+    load_date >= the first touched day: that bound reaches the raw partition index. -#}
 changed as (
     select transactions.*
     from transactions
     where
-        {% if watermark is none -%}
+        {% if touched is none -%}
             true
+        {%- elif touched | length == 0 -%}
+            false
         {%- else -%}
-            transactions.transaction_date in (select touched_dates.activity_date from touched_dates)
+            transactions.transaction_date = any({{ date_array(touched) }})
+            and transactions.load_date >= cast('{{ touched[0] }}' as date)
         {%- endif %}
 ),
 

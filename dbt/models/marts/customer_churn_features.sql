@@ -2,6 +2,7 @@
     config(
         unique_key=['as_of_date', 'customer_id'],
         pre_hook="{% if is_incremental() %}delete from {{ this }} where as_of_date = {{ as_of_date_literal() }}{% endif %}",
+        post_hook="create index if not exists {{ this.identifier }}_as_of_date_idx on {{ this }} (as_of_date)",
     )
 }}
 {#- One row per customer active in the lookback window as of as_of_date: the snapshot the predictor

@@ -2,7 +2,10 @@
 {{
     config(
         unique_key=['cutoff_date', 'customer_id'],
-        post_hook="delete from {{ this }} where cutoff_date <> all({{ date_array(training_cutoffs()) }})",
+        post_hook=[
+            "delete from {{ this }} where cutoff_date <> all({{ date_array(training_cutoffs()) }})",
+            "create index if not exists {{ this.identifier }}_invocation_idx on {{ this }} (_dbt_invocation_id)",
+        ],
     )
 }}
 {#- Labelled snapshots for training: features at each grid cutoff C whose label window [C, C + H) has

@@ -36,6 +36,7 @@ class DbtOutcome:
     success: bool
     invocation_id: str | None
     elapsed_seconds: float
+    execution_seconds: float | None = None
     models: dict[str, int] = field(default_factory=dict)
     tests: dict[str, int] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -50,6 +51,7 @@ class DbtOutcome:
             "success": self.success,
             "invocation_id": self.invocation_id,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "execution_seconds": None if self.execution_seconds is None else round(self.execution_seconds, 3),
             "exit_code": int(self.exit_code),
         }
         if self.models:
@@ -168,6 +170,8 @@ def invoke(command: list[str], *, project: Path | None = None) -> DbtOutcome:
         invocation_id=_invocation_id(project, started_wall),
         elapsed_seconds=time.monotonic() - started,
     )
+    elapsed_time = getattr(res.result, "elapsed_time", None)
+    outcome.execution_seconds = float(elapsed_time) if elapsed_time is not None else None
     results = getattr(res.result, "results", None)
     if res.exception is not None:
         outcome.error = _one_line(f"{type(res.exception).__name__}: {res.exception}")

@@ -1,17 +1,15 @@
 {#- Invalid transaction lines by load date and reason: staging drops them, never silently.
     A day's fraction is invalid lines / all lines landed that day (re-sent duplicates are not
-    invalid and are not counted here). The gate is the test excluded_rows_within_threshold. -#}
+    invalid and are not counted here). The gate is the test excluded_rows_within_threshold.
+    The base view is referenced once per CTE (not through a shared CTE) so that a filter on
+    load_date reaches the raw partition index. -#}
 with
-
-base as (
-    select * from {{ ref('base_raw__transactions') }}
-),
 
 day_totals as (
     select
         load_date,
         count(*) as day_rows
-    from base
+    from {{ ref('base_raw__transactions') }}
     group by load_date
 ),
 
@@ -20,7 +18,7 @@ excluded as (
         load_date,
         exclusion_reason,
         count(*) as excluded_rows
-    from base
+    from {{ ref('base_raw__transactions') }}
     where exclusion_reason is not null
     group by load_date, exclusion_reason
 ),
