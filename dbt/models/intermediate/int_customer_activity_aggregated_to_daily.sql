@@ -37,8 +37,6 @@ transactions as (
     select * from {{ ref('stg_raw__transactions') }}
 ),
 
-{#- A valid transaction is never dated after its load date, so the touched days' rows all have
-    load_date >= the first touched day: that bound reaches the raw partition index. -#}
 changed as (
     select transactions.*
     from transactions
@@ -48,6 +46,8 @@ changed as (
         {%- elif touched | length == 0 -%}
             false
         {%- else -%}
+            {#- a valid transaction is never dated after its load date, so the touched days' rows all have
+                load_date >= the first touched day: that bound reaches the raw partition index -#}
             transactions.transaction_date = any({{ date_array(touched) }})
             and transactions.load_date >= cast('{{ touched[0] }}' as date)
         {%- endif %}
