@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 D = "2024-06-01"
 FEATURES = "marts.customer_churn_features"
 TRAINING = "marts.customer_churn_training_set"
+LATER_LOAD = "2024-07-02 07:00:00+00"  # after every fixture load: _loaded_at grows with time, as ingest now() does
 
 
 def _snapshot(db: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
@@ -81,60 +82,55 @@ def _next_day_with_new_cutoff(ds: str) -> str:
     return day.isoformat()
 
 
+def _line(
+    transaction_id: str, customer_id: str, amount: str, day: str, category: str, landed: date, loaded_at: str = LATER_LOAD
+) -> dict[str, object]:
+    return {
+        "transaction_id": transaction_id,
+        "customer_id": customer_id,
+        "amount": amount,
+        "transaction_date": day,
+        "category": category,
+        "merchant_id": "M1",
+        "_partition_date": landed,
+        "_loaded_at": loaded_at,
+    }
+
+
 def test_incremental_day_equals_full_refresh(db: psycopg.Connection, tmp_path: Path) -> None:
-    """The daily path (incremental activity table, incremental marts) ends where a full rebuild ends,
-    including after a re-sent old transaction (new amount) and a new day's lines were landed."""
+    """The daily path (incremental activity table, incremental marts) ends where a full rebuild ends;
+    a re-sent old transaction (history correction) reaches the activity table incrementally too."""
     load_fixture(db)
     build_all(tmp_path, D)
     next_day = _next_day_with_new_cutoff(D)
     landed = date.fromisoformat(next_day) - timedelta(days=1)
-    resent = db.execute(
-        "select transaction_id, customer_id, transaction_date, category from raw.transactions order by transaction_id limit 1"
-    ).fetchone()
-    insert_rows(
-        db,
-        "transactions",
-        TRANSACTION_COLUMNS,
-        [
-            {
-                "transaction_id": resent[0],
-                "customer_id": resent[1],
-                "amount": "777.77",
-                "transaction_date": resent[2],
-                "category": resent[3],
-                "merchant_id": "M1",
-                "_partition_date": landed,
-                "_loaded_at": f"{landed} 07:00:00+00",
-            },
-            {
-                "transaction_id": "NEW0001",
-                "customer_id": "C00001",
-                "amount": "12.50",
-                "transaction_date": landed.isoformat(),
-                "category": "Home",
-                "merchant_id": "M1",
-                "_partition_date": landed,
-                "_loaded_at": f"{landed} 07:00:00+00",
-            },
-        ],
-    )
+    insert_rows(db, "transactions", TRANSACTION_COLUMNS, [_line("NEW0001", "C00001", "12.50", landed.isoformat(), "Home", landed)])
     build_all(tmp_path, next_day)
-    daily = "intermediate.int_customer_activity_aggregated_to_daily"
-    order = "customer_id, activity_date, category"
-    incremental_daily = table_rows(db, daily, order)
-    resent_day = [r for r in incremental_daily if r[0] == resent[1] and r[1].isoformat() == resent[2]]
-    assert any(float(r[4]) >= 777.77 for r in resent_day), "the re-sent amount replaced the old one"
     incremental_training = table_rows(db, TRAINING, "cutoff_date, customer_id")
     assert db.execute(f"select count(distinct as_of_date) from {FEATURES}").fetchone() == (2,), "backfills keep a history of snapshots"
     next_rows = [r for r in table_rows(db, FEATURES, "as_of_date, customer_id") if r[0].isoformat() == next_day]
     cutoffs = {r[0] for r in incremental_training}
     assert len(cutoffs) == 12 and max(cutoffs) + timedelta(days=90) == date.fromisoformat(next_day)
 
-    full = dbt_stage(tmp_path, "build", "--layer", "all", "--ds", next_day, "--full-refresh")
+    full = dbt_stage(tmp_path, "build", "--layer", "marts", "--ds", next_day, "--full-refresh")
     assert full.returncode == 0, full.stderr
-    assert table_rows(db, daily, order) == incremental_daily
     assert table_rows(db, TRAINING, "cutoff_date, customer_id") == incremental_training
     assert table_rows(db, FEATURES, "as_of_date, customer_id") == next_rows
+
+    # a re-sent old transaction with a corrected amount: the incremental activity table picks it up
+    old = db.execute(
+        "select transaction_id, customer_id, transaction_date, category from raw.transactions order by transaction_id limit 1"
+    ).fetchone()
+    insert_rows(
+        db, "transactions", TRANSACTION_COLUMNS, [_line(old[0], old[1], "777.77", old[2], old[3], landed, "2024-07-03 07:00:00+00")]
+    )
+    daily, order = "intermediate.int_customer_activity_aggregated_to_daily", "customer_id, activity_date, category"
+    assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day).returncode == 0
+    incremental_daily = table_rows(db, daily, order)
+    corrected_day = [r for r in incremental_daily if r[0] == old[1] and r[1].isoformat() == old[2]]
+    assert any(float(r[4]) >= 777.77 for r in corrected_day), "the re-sent amount replaced the old one"
+    assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day, "--full-refresh").returncode == 0
+    assert table_rows(db, daily, order) == incremental_daily
 
 
 def test_transactions_only_then_customers_arrive(db: psycopg.Connection, tmp_path: Path) -> None:
