@@ -30,8 +30,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import psycopg
-from mlp_common.embedded import ensure_warehouse
 from psycopg import sql
+
+from mlp_common.embedded import ensure_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "dbt"))

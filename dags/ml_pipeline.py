@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TriggerRule, chain, task
@@ -87,7 +88,7 @@ with DAG(
     @task
     def collect_stage_results(ti=None) -> str:
         """Per-stage results and timings (XComs) as one JSON document for the run record."""
-        collected = {}
+        collected: dict[str, Any] = {}
         for name in stages.RECORDED_STAGES:
             results = ti.xcom_pull(task_ids=name)
             timings = ti.xcom_pull(task_ids=name, key=TIMING_XCOM_KEY)

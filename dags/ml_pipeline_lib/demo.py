@@ -157,7 +157,7 @@ def warehouse_summary(as_of_date: date) -> str:
                 """,
                 (as_of_date,),
             ).fetchall()
-            bands = dict(
+            bands: dict[str, int] = dict(
                 conn.execute(
                     "select risk_band, count(*) from ml.churn_predictions where as_of_date = %s group by 1", (as_of_date,)
                 ).fetchall()

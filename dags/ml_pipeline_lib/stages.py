@@ -116,11 +116,11 @@ class StageSpec:
 
 
 # Requests sized for the demo data; limits leave headroom for a larger day.
-SMALL = Resources("100m", "128Mi", "500m", "256Mi")
-DBT = Resources("250m", "512Mi", "1", "1Gi")
-LOAD = Resources("250m", "512Mi", "1", "2Gi")
-TRAIN = Resources("500m", "1Gi", "2", "4Gi")
-SCORE = Resources("250m", "512Mi", "1", "2Gi")
+SMALL_RESOURCES = Resources("100m", "128Mi", "500m", "256Mi")
+DBT_RESOURCES = Resources("250m", "512Mi", "1", "1Gi")
+LOAD_RESOURCES = Resources("250m", "512Mi", "1", "2Gi")
+TRAIN_RESOURCES = Resources("500m", "1Gi", "2", "4Gi")
+SCORE_RESOURCES = Resources("250m", "512Mi", "1", "2Gi")
 
 HORIZON_ENV = {"PIPELINE_CHURN_HORIZON_DAYS": "{{ params.churn_horizon_days }}"}
 DBT_LOCAL_ENV = {"DBT_PROJECT_DIR": "{repo}/dbt", "DBT_PROFILES_DIR": "{repo}/dbt"}
@@ -135,7 +135,7 @@ def _dbt(name: str, *argv: str) -> StageSpec:
         image="dbt",
         project="dbt",
         argv_template=("dbt-stage", *argv),
-        resources=DBT,
+        resources=DBT_RESOURCES,
         env=HORIZON_ENV,
         local_env=DBT_LOCAL_ENV,
         container_env=DBT_CONTAINER_ENV,
@@ -148,7 +148,7 @@ INGEST = StageSpec(
     image="ingest",
     project="ingest",
     argv_template=("ingest", "load", "--ds", "{ds}"),
-    resources=LOAD,
+    resources=LOAD_RESOURCES,
     needs_landing=True,
 )
 DBT_STAGING = _dbt("dbt_staging", "build", "--layer", "staging", "--ds", "{ds}")
@@ -159,14 +159,14 @@ RETRAIN_DUE = StageSpec(
     image="trainer",
     project="trainer",
     argv_template=("trainer", "due", "--ds", "{ds}", "--cadence-days", "{cadence_days}"),
-    resources=SMALL,
+    resources=SMALL_RESOURCES,
 )
 TRAIN = StageSpec(
     name="train",
     image="trainer",
     project="trainer",
     argv_template=("trainer", "train", "--ds", "{ds}", "--auc-floor", "{auc_floor}", "--tolerance", "{tolerance}"),
-    resources=TRAIN,
+    resources=TRAIN_RESOURCES,
     env=HORIZON_ENV,
     needs_reports=True,
     retry=RetryPolicy(timeout=timedelta(hours=2)),
@@ -176,7 +176,7 @@ PREDICT = StageSpec(
     image="predictor",
     project="predictor",
     argv_template=("predictor", "predict", "--ds", "{ds}", "--shard", "{shard}"),
-    resources=SCORE,
+    resources=SCORE_RESOURCES,
 )
 # The run record runs in the predictor image: it has mlp-common, which provides `run-record`.
 RUN_RECORD = StageSpec(
@@ -184,7 +184,7 @@ RUN_RECORD = StageSpec(
     image="predictor",
     project="predictor",
     argv_template=("run-record", "--ds", "{ds}", "--run-id", "{run_id}", "--stages-json", "{stages_json}"),
-    resources=SMALL,
+    resources=SMALL_RESOURCES,
 )
 
 STAGES: Mapping[str, StageSpec] = MappingProxyType(

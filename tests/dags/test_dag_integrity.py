@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from dag_helpers import load_dag
+
 from ml_pipeline_lib.stages import STAGES
 
 RUNNERS = ("local", "docker", "kubernetes")

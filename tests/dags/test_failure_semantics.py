@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from dag_helpers import DAGS_DIR, REPO_ROOT, TEST_DAGS_DIR
+
 from ml_pipeline_lib.callbacks import failure_event, on_task_failure, post_webhook
 from ml_pipeline_lib.runners.base import StageFailed
 from mlp_common.exit_codes import ExitCode

@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from dag_helpers import DAGS_DIR, REPO_ROOT
+
 from ml_pipeline_lib.demo import format_summary
 
 STAGE_CLIS = {"ingest": "ingest", "dbt": "dbt-stage", "trainer": "trainer", "predictor": "predictor"}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.run_record import summarise
 

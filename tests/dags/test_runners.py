@@ -11,6 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from dag_helpers import LOGICAL_DATE, load_dag, render_context
+
 from ml_pipeline_lib.config import RunnerConfig
 from ml_pipeline_lib.constants import LIBPQ_VARIABLES, STAGE_UID, RunnerMode
 from ml_pipeline_lib.runners import get_runner
@@ -254,6 +255,7 @@ def test_pod_exit_code_decides_whether_airflow_retries(
     No cluster: the pod status is the API's answer for a failed stage container, and the cleanup's
     own API calls (patch, delete) go to a closed port and fail quietly, as they do when a pod is gone."""
     from airflow.sdk.exceptions import AirflowFailException
+
     from ml_pipeline_lib.runners.base import StageFailed
 
     kubeconfig = tmp_path / "kubeconfig"

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from dbt_helpers import PROJECT, build_all, column_types, dbt_stage, stage_env, table_rows, test_outcomes
-from raw_fixtures import CUSTOMER_COLUMNS, TRANSACTION_COLUMNS, create_raw_tables, fixture_customers, insert_rows, load_fixture
+
+from tests.dbt.dbt_helpers import PROJECT, build_all, column_types, dbt_stage, stage_env, table_rows, test_outcomes
+from tests.dbt.raw_fixtures import CUSTOMER_COLUMNS, TRANSACTION_COLUMNS, create_raw_tables, fixture_customers, insert_rows, load_fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

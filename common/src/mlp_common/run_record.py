@@ -101,8 +101,8 @@ def summarise(stages: dict[str, Any]) -> dict[str, Any]:
                     batch_ids.append(str(result["batch_id"]))
                 if isinstance(result.get("model_version"), int):
                     scored_versions.add(result["model_version"])
-    train = stages.get("train") if isinstance(stages.get("train"), dict) else {}
-    train_result = train.get("result") if isinstance(train.get("result"), dict) else {}
+    train: dict[str, Any] = stages["train"] if isinstance(stages.get("train"), dict) else {}
+    train_result: dict[str, Any] = train["result"] if isinstance(train.get("result"), dict) else {}
     trained = bool(train.get("ran")) and bool(train_result)
     trained_version = next((train_result[k] for k in ("model_version", "version") if isinstance(train_result.get(k), int)), None)
     promoted = train_result.get("promoted") if isinstance(train_result.get("promoted"), bool) else None

@@ -96,7 +96,7 @@ class Runner(ABC):
         return self.config.mode.value
 
     @abstractmethod
-    def operator_class(self) -> type:
+    def operator_class(self) -> Any:
         """The operator class this runner instantiates (accepts `argv=`)."""
 
     @abstractmethod

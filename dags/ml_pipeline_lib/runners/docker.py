@@ -61,7 +61,10 @@ class DockerStageOperator(StageOperatorMixin, DockerOperator):
         self.pickling_library = json
 
     def _launch(self, context: Any) -> Any:
-        self._private_environment = {**self._private_environment, **container_libpq_env(dict(os.environ), self.docker_pghost)}
+        self._private_environment = {
+            **self._private_environment,  # type: ignore[has-type]
+            **container_libpq_env(dict(os.environ), self.docker_pghost),
+        }
         try:
             return DockerOperator.execute(self, context)
         except DockerContainerFailedException as exc:

@@ -18,14 +18,14 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
+
+from dbt_stage.paths import project_dir, target_dir
+from dbt_stage.runner import DbtOutcome, invoke
 from mlp_common.cli import run_app
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import set_context
 from mlp_common.results import write_result
 from mlp_common.warehouse import connect
-
-from dbt_stage.paths import project_dir, target_dir
-from dbt_stage.runner import DbtOutcome, invoke
 
 STAGE = "dbt"
 

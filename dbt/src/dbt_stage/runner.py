@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dbt_stage.paths import profiles_dir, project_dir, target_dir
 from mlp_common.exit_codes import ExitCode
 from mlp_common.logs import get_logger
-
-from dbt_stage.paths import profiles_dir, project_dir, target_dir
 
 log = get_logger("dbt_stage")
 

@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG
+
 from ml_pipeline_lib.callbacks import on_task_failure
 from ml_pipeline_lib.config import RunnerConfig
 from ml_pipeline_lib.runners.local import LocalRunner
