@@ -60,8 +60,8 @@ demo: warehouse ## run the pipeline on generated data with the embedded warehous
 	$(UV) run --quiet --project ingest ingest summary | grep -v '^{'; \
 	echo "== running the ml_pipeline DAG (local runner) for $(DEMO_DATES)"; \
 	PYTHONPATH=$(CURDIR)/dags PIPELINE_LANDING_DIR=$(LANDING) PIPELINE_REPORTS_DIR=$(CURDIR)/reports \
-	  $(UV) run --quiet --project dags python -m ml_pipeline_lib.demo --conf '$(DEMO_CONF)' $(DEMO_DATES) 2>&1 \
-	  | grep -v '^{"ts"' | grep -Ev '^\[|^\s*$$|INFO|WARNING'
+	  $(UV) run --quiet --project dags python -m ml_pipeline_lib.demo --conf '$(DEMO_CONF)' \
+	  --task-log $(DATA_DIR)/demo-tasks.log $(DEMO_DATES)
 
 .PHONY: test
 test: lint warehouse ## run every test this machine allows, each stage's in its own environment

@@ -15,10 +15,12 @@ Exit status: 0 when every run succeeded, 1 otherwise. `--json` prints the summar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -138,7 +140,8 @@ def warehouse_summary(as_of_date: date) -> str:
             for version, as_of, promoted, reason, auc, base_auc, report in conn.execute(
                 """
                 select p.version, v.as_of_date, p.promoted, p.reason,
-                    (v.metrics -> 'candidate' ->> 'roc_auc')::float, (v.metrics -> 'baseline' ->> 'roc_auc')::float, v.report_path
+                    (v.metrics -> 'holdout' -> 'candidate' ->> 'roc_auc')::float,
+                    (v.metrics -> 'holdout' -> 'baseline' ->> 'roc_auc')::float, v.report_path
                 from ml.model_promotions as p
                 inner join ml.model_versions as v using (model_name, version)
                 order by p.decided_at
@@ -168,15 +171,45 @@ def warehouse_summary(as_of_date: date) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def output_to(path: Path | None) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors, so subprocesses too) to `path`."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("dates", nargs="+", type=date.fromisoformat, help="logical dates YYYY-MM-DD, run in order")
     parser.add_argument("--conf", type=json.loads, default=None, help="DAG params as JSON, e.g. '{\"shard_count\": 2}'")
     parser.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    parser.add_argument(
+        "--task-log", type=Path, default=None, help="write Airflow's and the stages' own output here instead of the terminal"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("PIPELINE_RUNNER", "local")
-    prepare_airflow()
-    summaries = run_dates(args.dates, conf=args.conf)
+    if args.task_log:
+        print(f"(task logs: {args.task_log})", flush=True)
+    with output_to(args.task_log):
+        prepare_airflow()
+        summaries = run_dates(args.dates, conf=args.conf)
     if args.json:
         print(json.dumps(summaries, default=str, indent=2))
     else:
