@@ -64,7 +64,7 @@ demo: warehouse ## run the pipeline on generated data with the embedded warehous
 	  --task-log $(DATA_DIR)/demo-tasks.log $(DEMO_DATES)
 
 .PHONY: test
-test: lint warehouse ## run every test this machine allows, each stage's in its own environment
+test: warehouse lint lint-sql ## run every test this machine allows, each stage's in its own environment
 	@status=0; for s in $(STAGES); do \
 	  if [ -d tests/$$s ]; then echo "== tests/$$s (environment: $$s)"; \
 	    $(UV) run --quiet --project $$s pytest tests/$$s $(PYTEST_ARGS) || status=1; fi; \
@@ -76,6 +76,10 @@ lint: setup ## ruff (lint and format) and mypy over all Python code
 	$(UV) run --quiet --project . ruff format --check .
 	$(UV) run --quiet --project . mypy $(MYPY_PATHS)
 
+.PHONY: lint-sql
+lint-sql: warehouse ## sqlfluff (dbt templater) over the dbt models (compiling needs the warehouse)
+	@eval "$$($(UV) run --quiet --project . warehouse env)"; cd dbt && $(UV) run --quiet --project . sqlfluff lint models
+
 .PHONY: format
 format: setup ## apply ruff's fixes and formatting
 	$(UV) run --quiet --project . ruff check --fix .
@@ -84,6 +88,10 @@ format: setup ## apply ruff's fixes and formatting
 .PHONY: bench-ingest
 bench-ingest: warehouse ## ingest of a 1 M-row file vs plain COPY (prints times, ratio, peak RSS)
 	$(UV) run --quiet --project ingest python bench/ingest.py
+
+.PHONY: bench-dbt
+bench-dbt: warehouse ## full dbt build vs the one-day incremental build at 5 k and 50 k customers
+	$(UV) run --quiet --project dbt python bench/dbt.py
 
 .PHONY: bench-train
 bench-train: warehouse ## trainer on 100 k and 1 M-row training sets (fit time, total time, peak RSS)
