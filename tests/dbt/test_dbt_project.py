@@ -138,7 +138,7 @@ def test_transactions_only_then_customers_arrive(db: psycopg.Connection, tmp_pat
     load_fixture(db, with_customers=False)
     build_all(tmp_path, D)
     known = "count(*) filter (where region <> 'unknown' or account_type <> 'unknown')"
-    unknown = db.execute(f"select count(*), count(age), {known} from {FEATURES}")
+    unknown = db.execute(f"select count(*), count(*) filter (where age_band <> 'unknown'), {known} from {FEATURES}")
     total, with_age, with_region = unknown.fetchone()
     assert total > 0 and with_age == 0 and with_region == 0
     freshness = dbt_stage(tmp_path, "freshness", "--ds", D)

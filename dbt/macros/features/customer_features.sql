@@ -113,7 +113,16 @@ final as (
             as double precision
         ) as return_rate,
         cast(aggregated.return_amount as double precision) as return_amount_total,
-        case when customers.signup_date < aggregated.cutoff_date or customers.signup_date is null then customers.age end as age,
+        case
+            when not (customers.signup_date < aggregated.cutoff_date or customers.signup_date is null) then 'unknown'
+            when customers.age is null then 'unknown'
+            when customers.age < 25 then 'under_25'
+            when customers.age < 35 then '25_34'
+            when customers.age < 45 then '35_44'
+            when customers.age < 55 then '45_54'
+            when customers.age < 65 then '55_64'
+            else '65_plus'
+        end as age_band,
         case
             when customers.signup_date < aggregated.cutoff_date or customers.signup_date is null
                 then coalesce(customers.region, 'unknown')
