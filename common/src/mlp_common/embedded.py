@@ -167,6 +167,9 @@ def _start(pgdata: Path, socket_dir: Path, env: dict[str, str], as_user: str | N
     listen = os.environ.get("MLP_WAREHOUSE_LISTEN", "127.0.0.1")
     options = f"-p {env['PGPORT']} -k {socket_dir} -c listen_addresses='{listen}' -c max_connections=200"
     options += " -c wal_level=minimal -c max_wal_senders=0"
+    # raw tables have one partition per day: a history load touches every day it covers in one
+    # transaction, and each partition takes a lock slot
+    options += " -c max_locks_per_transaction=1024"
     result = subprocess.run(
         [_bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "-l", str(pgdata / "server.log"), "-o", options, "start"],
         capture_output=True,
