@@ -9,7 +9,7 @@ if [ -s /run/secrets/extra_ca_certs ]; then
   cat "$bundle" /run/secrets/extra_ca_certs > /tmp/ca-bundle.pem
   bundle=/tmp/ca-bundle.pem
 fi
-export SSL_CERT_FILE="$bundle" PIP_CERT="$bundle" REQUESTS_CA_BUNDLE="$bundle" UV_NATIVE_TLS=1
+export SSL_CERT_FILE="$bundle" PIP_CERT="$bundle" REQUESTS_CA_BUNDLE="$bundle" UV_SYSTEM_CERTS=1
 status=0
 "$@" || status=$?
 rm -f /tmp/ca-bundle.pem
