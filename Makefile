@@ -77,6 +77,14 @@ format: setup ## apply ruff's fixes and formatting
 bench-ingest: warehouse ## ingest of a 1 M-row file vs plain COPY (prints times, ratio, peak RSS)
 	$(UV) run --quiet --project ingest python bench/ingest.py
 
+.PHONY: bench-train
+bench-train: warehouse ## trainer on 100 k and 1 M-row training sets (fit time, total time, peak RSS)
+	$(UV) run --quiet --project trainer python bench/train.py
+
+.PHONY: bench-predict
+bench-predict: warehouse ## predictor on 1 M customers, 1 and 4 shards, vs the plain COPY floor
+	$(UV) run --quiet --project predictor python bench/predict.py
+
 .PHONY: bench-generate
 bench-generate: setup ## the data generator at 10 M transactions (prints rows/s and peak RSS)
 	$(UV) run --quiet --project ingest python bench/generate.py

@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import psycopg  # noqa: E402
+
 from mlp_common.embedded import ensure_warehouse  # noqa: E402
 
 DAY = "2025-01-15"
@@ -118,7 +119,7 @@ def _conninfo(env: dict[str, str]) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     env = bench_database(ensure_warehouse())
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from mlp_common.embedded import ensure_warehouse
 from psycopg import sql
+
+from mlp_common.embedded import ensure_warehouse
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from datetime import date
 
 import psycopg
 import pytest
+
 from mlp_common import registry
 from mlp_common.exit_codes import NON_RETRYABLE_CODES, ExitCode, StageError
 from mlp_common.results import write_result

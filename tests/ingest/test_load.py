@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlp_common.exit_codes import ExitCode
 
+from mlp_common.exit_codes import ExitCode
 from tests.ingest.helpers import CUSTOMER_HEADER, TX_HEADER, rows, write_day
 
 pytestmark = pytest.mark.integration

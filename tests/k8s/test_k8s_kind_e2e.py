@@ -16,7 +16,8 @@ import subprocess
 
 import psycopg
 import pytest
-from k8s_render import REPO, kubectl
+
+from tests.k8s.k8s_render import REPO, kubectl
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_render import K8S, K8S_VERSION, OVERLAYS, render, schema_errors
-from policy import violations
+
+from tests.k8s.k8s_render import K8S, K8S_VERSION, OVERLAYS, render, schema_errors
+from tests.k8s.policy import violations
 
 WORKLOAD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
 STAGES = ("dbt", "ingest", "trainer", "predictor")

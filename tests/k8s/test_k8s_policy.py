@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from k8s_samples import stage_pod
-from policy import violations
+
+from tests.k8s.k8s_samples import stage_pod
+from tests.k8s.policy import violations
 
 
 def _container(pod: dict[str, Any]) -> dict[str, Any]:

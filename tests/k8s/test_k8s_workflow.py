@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_render import K8S, REPO, kubectl
-from k8s_samples import stage_pod
-from policy import violations
+
+from tests.k8s.k8s_render import K8S, REPO, kubectl
+from tests.k8s.k8s_samples import stage_pod
+from tests.k8s.policy import violations
 
 SCRIPT = K8S / "scripts" / "create-secret.sh"
 

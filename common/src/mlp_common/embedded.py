@@ -161,8 +161,12 @@ def _initialise(root: Path, pgdata: Path, socket_dir: Path, as_user: str | None)
 
 
 def _start(pgdata: Path, socket_dir: Path, env: dict[str, str], as_user: str | None) -> None:
+    """Start the server. It is a single-node development warehouse with no replicas, so
+    `wal_level=minimal`: a COPY into a day partition truncated in the same transaction (what a
+    daily load does) then skips the write-ahead log."""
     listen = os.environ.get("MLP_WAREHOUSE_LISTEN", "127.0.0.1")
     options = f"-p {env['PGPORT']} -k {socket_dir} -c listen_addresses='{listen}' -c max_connections=200"
+    options += " -c wal_level=minimal -c max_wal_senders=0"
     result = subprocess.run(
         [_bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "-l", str(pgdata / "server.log"), "-o", options, "start"],
         capture_output=True,

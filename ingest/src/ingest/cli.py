@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from mlp_common.cli import run_app
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger, set_context

@@ -16,14 +16,14 @@ from datetime import date
 from pathlib import Path
 
 import psycopg
-from mlp_common.exit_codes import ExitCode, StageError
-from mlp_common.logs import get_logger
-from mlp_common.warehouse import lock_for_transaction
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from ingest.contract import RAW_SCHEMA, TABLES, TableContract, ddl, partition_name
 from ingest.parse import CsvReader, Rejected
+from mlp_common.exit_codes import ExitCode, StageError
+from mlp_common.logs import get_logger
+from mlp_common.warehouse import lock_for_transaction
 
 log = get_logger("ingest.load")
 SUFFIXES = (".csv", ".parquet")

@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from mlp_common.exit_codes import ExitCode, StageError
 
 from ingest.contract import TableContract
 from ingest.parse import Batch, ParsedHeader, Rejected, check_header
+from mlp_common.exit_codes import ExitCode, StageError
 
 BATCH_ROWS = 65_536
 

@@ -1,0 +1,1 @@
+"""Predictor stage: batch churn scoring written back to the warehouse."""

@@ -1,0 +1,1 @@
+"""Trainer stage: train, evaluate, register and promote the churn model."""
