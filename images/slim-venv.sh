@@ -12,7 +12,7 @@ site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("pureli
 before=$(du -sm "$venv" | cut -f1)
 cd "$site"
 # (dbt/ is left alone: its include/ folders hold the test materializations dbt runs)
-find . -path ./dbt -prune -o -mindepth 2 -type d -name tests -prune -exec rm -rf {} +
+find . -path ./dbt -prune -o -type d -name tests -prune -exec rm -rf {} +
 find . -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.c' -o -name '*.cc' -o -name '*.cpp' \
   -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.pyi' \) -delete
 rm -rf numpy/_core/include

@@ -143,6 +143,10 @@ def test_dbt_image_parses_its_project_offline() -> None:
     assert result["manifest"] == "/tmp/dbt-target/manifest.json"
     listing = docker("run", *READ_ONLY, "--entrypoint", "ls", image_ref("dbt"), "/app/dbt/target").stdout.split()
     assert listing == ["manifest.json"]
+    # slimming the venv must leave dbt's own `tests` folders: the test materialization and generic tests
+    materializations = "/opt/venv/lib/python3.11/site-packages/dbt/include/global_project/macros/materializations"
+    found = docker("run", *READ_ONLY, "--entrypoint", "ls", image_ref("dbt"), f"{materializations}/tests").stdout.split()
+    assert "test.sql" in found, found
 
 
 def test_layer_scan_finds_planted_credentials() -> None:
