@@ -102,3 +102,15 @@ base-image: ## build ml-pipeline/python-base:3.11-bookworm from Debian packages 
 	  --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
 	  --message "debootstrap --variant=minbase $(DEBIAN_SUITE) + python3 python3-venv ca-certificates" - $(LOCAL_BASE_IMAGE) > /dev/null; \
 	echo "== $(LOCAL_BASE_IMAGE) built in $$(( $$(date +%s) - started )) s: $$($(IMAGES_DOCKER) run --rm $(LOCAL_BASE_IMAGE) python3 --version), $$(( $$($(IMAGES_DOCKER) image inspect -f '{{.Size}}' $(LOCAL_BASE_IMAGE)) / 1000000 )) MB"
+
+# Publishing (users' CI, .github/workflows/ci.yml): PUSH_REPO=ghcr.io/acme/ml-pipeline; the images are
+# pushed under the git revision, and under the release version only when asked (PUSH_TAGS).
+PUSH_REPO ?=
+PUSH_TAGS ?= $(IMAGE_SHORT_REVISION)
+
+.PHONY: images-push
+images-push: ## push the built images to PUSH_REPO (registry/namespace) with PUSH_TAGS (default: the git revision)
+	@[ -n "$(PUSH_REPO)" ] || { echo "images-push: set PUSH_REPO, e.g. PUSH_REPO=ghcr.io/acme/ml-pipeline" >&2; exit 2; }
+	@for stage in $(IMAGES); do for tag in $(PUSH_TAGS); do \
+	  $(IMAGES_DOCKER) tag $(IMAGE_REPO)/$$stage:$(IMAGE_SHORT_REVISION) $(PUSH_REPO)/$$stage:$$tag && \
+	  $(IMAGES_DOCKER) push --quiet $(PUSH_REPO)/$$stage:$$tag || exit 1; done; done
