@@ -22,6 +22,10 @@ DEMO_START ?= 2024-01-01
 DEMO_END ?= 2025-12-31
 DEMO_SEED ?= 7
 DEMO_BAD_ROW_RATE ?= 0.005
+# Three consecutive logical dates: the first trains and promotes (no champion yet), the second
+# scores with it, the third retrains (cadence 2 days) and goes through the champion/challenger gate.
+DEMO_DATES ?= 2025-12-29 2025-12-30 2025-12-31
+DEMO_CONF ?= {"retrain_cadence_days": 2, "shard_count": 2}
 
 .PHONY: help
 help: ## list the targets
@@ -53,10 +57,14 @@ demo: warehouse ## run the pipeline on generated data with the embedded warehous
 	  touch $(LANDING)/.generated; fi; \
 	echo "== loading the history into raw.*"; \
 	PIPELINE_RESULT_PATH=$(DATA_DIR)/ingest-history.json $(UV) run --quiet --project ingest ingest load --history --source $(LANDING) >/dev/null; \
-	$(UV) run --quiet --project ingest ingest summary | grep -v '^{'
+	$(UV) run --quiet --project ingest ingest summary | grep -v '^{'; \
+	echo "== running the ml_pipeline DAG (local runner) for $(DEMO_DATES)"; \
+	PYTHONPATH=$(CURDIR)/dags PIPELINE_LANDING_DIR=$(LANDING) PIPELINE_REPORTS_DIR=$(CURDIR)/reports \
+	  $(UV) run --quiet --project dags python -m ml_pipeline_lib.demo --conf '$(DEMO_CONF)' \
+	  --task-log $(DATA_DIR)/demo-tasks.log $(DEMO_DATES)
 
 .PHONY: test
-test: lint warehouse ## run every test this machine allows, each stage's in its own environment
+test: warehouse lint lint-sql ## run every test this machine allows, each stage's in its own environment
 	@status=0; for s in $(STAGES); do \
 	  if [ -d tests/$$s ]; then echo "== tests/$$s (environment: $$s)"; \
 	    $(UV) run --quiet --project $$s pytest tests/$$s $(PYTEST_ARGS) || status=1; fi; \
@@ -68,6 +76,10 @@ lint: setup ## ruff (lint and format) and mypy over all Python code
 	$(UV) run --quiet --project . ruff format --check .
 	$(UV) run --quiet --project . mypy $(MYPY_PATHS)
 
+.PHONY: lint-sql
+lint-sql: warehouse ## sqlfluff (dbt templater) over the dbt models (compiling needs the warehouse)
+	@eval "$$($(UV) run --quiet --project . warehouse env)"; cd dbt && $(UV) run --quiet --project . sqlfluff lint models
+
 .PHONY: format
 format: setup ## apply ruff's fixes and formatting
 	$(UV) run --quiet --project . ruff check --fix .
@@ -76,6 +88,10 @@ format: setup ## apply ruff's fixes and formatting
 .PHONY: bench-ingest
 bench-ingest: warehouse ## ingest of a 1 M-row file vs plain COPY (prints times, ratio, peak RSS)
 	$(UV) run --quiet --project ingest python bench/ingest.py
+
+.PHONY: bench-dbt
+bench-dbt: warehouse ## full dbt build vs the one-day incremental build at 5 k and 50 k customers
+	$(UV) run --quiet --project dbt python bench/dbt.py
 
 .PHONY: bench-train
 bench-train: warehouse ## trainer on 100 k and 1 M-row training sets (fit time, total time, peak RSS)

@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     BAD_ARGUMENT = 15
     # data quality gates (dbt tests, drift that must stop a run)
     DATA_QUALITY = 20
+    TRANSFORM_ERROR = 21  # dbt: a model or test failed to compile or run (project bug or bad var), not the data
     # trainer
     EMPTY_TRAINING_SET = 30
     SINGLE_CLASS = 31

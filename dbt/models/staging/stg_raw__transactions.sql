@@ -1,0 +1,49 @@
+{#- Valid transactions, one row per transaction id: the latest load of an id wins (even when that
+    latest copy is invalid, which then excludes the transaction). The de-duplication is an anti-join,
+    not a window, so that filters on load or transaction dates reach the raw scan. Negative amounts
+    are returns: their own event type with a positive amount, so spend sums never mix the two. -#}
+with
+
+lines as (
+    select * from {{ ref('base_raw__transactions') }}
+),
+
+all_copies as (
+    select
+        transaction_id,
+        loaded_at,
+        load_date,
+        line_number
+    from {{ ref('base_raw__transactions') }}
+),
+
+latest_valid as (
+    select lines.*
+    from lines
+    where
+        lines.exclusion_reason is null
+        and not exists (
+            select 1
+            from all_copies
+            where
+                all_copies.transaction_id = lines.transaction_id
+                and (all_copies.loaded_at, all_copies.load_date, all_copies.line_number)
+                > (lines.loaded_at, lines.load_date, lines.line_number)
+        )
+),
+
+final as (
+    select
+        transaction_id,
+        customer_id,
+        transaction_date,
+        coalesce(category, 'unknown') as category,
+        merchant_id,
+        case when amount < 0 then 'return' else 'purchase' end as event_type,
+        abs(amount) as amount,
+        load_date,
+        loaded_at
+    from latest_valid
+)
+
+select * from final

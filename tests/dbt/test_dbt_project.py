@@ -1,0 +1,280 @@
+"""The dbt feature project against a real PostgreSQL, through the real `dbt-stage` CLI.
+
+Each test loads a small raw fixture (raw tables created with the ingest contract's DDL), builds the
+layers as the DAG does, and checks the contract: idempotent reruns, point-in-time features, the
+incremental marts equal a full rebuild, transactions-only works, and each planted defect makes
+exactly the dbt test that guards against it fail.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.dbt.dbt_helpers import PROJECT, build_all, column_types, dbt_stage, stage_env, table_rows, test_outcomes
+from tests.dbt.raw_fixtures import CUSTOMER_COLUMNS, TRANSACTION_COLUMNS, create_raw_tables, fixture_customers, insert_rows, load_fixture
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+D = "2024-06-01"
+FEATURES = "marts.customer_churn_features"
+TRAINING = "marts.customer_churn_training_set"
+LATER_LOAD = "2024-07-02 07:00:00+00"  # after every fixture load: _loaded_at grows with time, as ingest now() does
+
+
+def _snapshot(db: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
+    return table_rows(db, FEATURES, "as_of_date, customer_id"), table_rows(db, TRAINING, "cutoff_date, customer_id")
+
+
+def test_build_is_idempotent_point_in_time_and_honours_the_contract(db: psycopg.Connection, tmp_path: Path) -> None:
+    load_fixture(db)
+    marts = build_all(tmp_path, D)
+    assert marts.result["invocation_id"] and marts.result["tests"]["pass"] > 20
+    assert marts.result["models"] == {"success": 2}
+    first = _snapshot(db)
+    features, training = first
+    assert len(features) > 20 and len(training) > 200
+
+    # contract: the same feature columns with the same types in both marts, keys and label columns
+    feature_types = column_types(db, FEATURES)
+    training_types = column_types(db, TRAINING)
+    shared = [c for c in feature_types if c not in ("as_of_date",) and not c.startswith("_")]
+    assert [c for c in training_types if c in shared] == shared
+    assert all(training_types[c] == feature_types[c] for c in shared)
+    assert list(feature_types)[:2] == ["as_of_date", "customer_id"] and list(training_types)[:2] == ["cutoff_date", "customer_id"]
+    assert training_types["churned"] == "boolean" and training_types["label_window_end"] == "date"
+    assert "_dbt_invocation_id" in feature_types and "_dbt_invocation_id" in training_types
+    assert db.execute(f"select count(distinct _dbt_invocation_id) from {FEATURES}").fetchone() == (1,)
+    windows = db.execute(f"select count(distinct cutoff_date), max(label_window_end) from {TRAINING}").fetchone()
+    assert windows[0] == 12 and windows[1] <= date.fromisoformat(D)
+
+    # twice in a row: identical marts
+    build_all(tmp_path, D)
+    assert _snapshot(db) == first
+
+    # point in time: events on or after D (loaded later) change nothing built for D
+    later = [
+        {
+            "transaction_id": f"LATE{i:04d}",
+            "customer_id": f"C{i % 70:05d}",  # includes customers never seen before
+            "amount": "999.00",
+            "transaction_date": (date.fromisoformat(D) + timedelta(days=i % 10)).isoformat(),
+            "category": "luxury",
+            "merchant_id": "M999",
+            "_partition_date": date.fromisoformat(D) + timedelta(days=i % 10),
+        }
+        for i in range(40)
+    ]
+    insert_rows(db, "transactions", TRANSACTION_COLUMNS, later)
+    build_all(tmp_path, D)
+    assert _snapshot(db) == first
+
+
+def _next_day_with_new_cutoff(ds: str) -> str:
+    """The first day after ds on which another training cutoff's label window closes (the grid of dbt_project.yml)."""
+    anchor, cadence, horizon = date(2000, 1, 3), 28, 90
+    day = date.fromisoformat(ds) + timedelta(days=1)
+    while (day - timedelta(days=horizon) - anchor).days % cadence:
+        day += timedelta(days=1)
+    return day.isoformat()
+
+
+def _line(
+    transaction_id: str, customer_id: str, amount: str, day: str, category: str, landed: date, loaded_at: str = LATER_LOAD
+) -> dict[str, object]:
+    return {
+        "transaction_id": transaction_id,
+        "customer_id": customer_id,
+        "amount": amount,
+        "transaction_date": day,
+        "category": category,
+        "merchant_id": "M1",
+        "_partition_date": landed,
+        "_loaded_at": loaded_at,
+    }
+
+
+def test_incremental_day_equals_full_refresh(db: psycopg.Connection, tmp_path: Path) -> None:
+    """The daily path (incremental activity table, incremental marts) ends where a full rebuild ends;
+    a re-sent old transaction (history correction) reaches the activity table incrementally too."""
+    load_fixture(db)
+    build_all(tmp_path, D)
+    next_day = _next_day_with_new_cutoff(D)
+    landed = date.fromisoformat(next_day) - timedelta(days=1)
+    insert_rows(db, "transactions", TRANSACTION_COLUMNS, [_line("NEW0001", "C00001", "12.50", landed.isoformat(), "Home", landed)])
+    build_all(tmp_path, next_day)
+    incremental_training = table_rows(db, TRAINING, "cutoff_date, customer_id")
+    assert db.execute(f"select count(distinct as_of_date) from {FEATURES}").fetchone() == (2,), "backfills keep a history of snapshots"
+    next_rows = [r for r in table_rows(db, FEATURES, "as_of_date, customer_id") if r[0].isoformat() == next_day]
+    cutoffs = {r[0] for r in incremental_training}
+    assert len(cutoffs) == 12 and max(cutoffs) + timedelta(days=90) == date.fromisoformat(next_day)
+
+    full = dbt_stage(tmp_path, "build", "--layer", "marts", "--ds", next_day, "--full-refresh")
+    assert full.returncode == 0, full.stderr
+    assert table_rows(db, TRAINING, "cutoff_date, customer_id") == incremental_training
+    assert table_rows(db, FEATURES, "as_of_date, customer_id") == next_rows
+
+    # a re-sent old transaction with a corrected amount: the incremental activity table picks it up
+    old = db.execute(
+        "select transaction_id, customer_id, transaction_date, category from raw.transactions order by transaction_id limit 1"
+    ).fetchone()
+    insert_rows(
+        db, "transactions", TRANSACTION_COLUMNS, [_line(old[0], old[1], "777.77", old[2], old[3], landed, "2024-07-03 07:00:00+00")]
+    )
+    daily, order = "intermediate.int_customer_activity_aggregated_to_daily", "customer_id, activity_date, category"
+    assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day).returncode == 0
+    incremental_daily = table_rows(db, daily, order)
+    corrected_day = [r for r in incremental_daily if r[0] == old[1] and r[1].isoformat() == old[2]]
+    assert any(float(r[4]) >= 777.77 for r in corrected_day), "the re-sent amount replaced the old one"
+    assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day, "--full-refresh").returncode == 0
+    assert table_rows(db, daily, order) == incremental_daily
+
+
+def test_transactions_only_then_customers_arrive(db: psycopg.Connection, tmp_path: Path) -> None:
+    load_fixture(db, with_customers=False)
+    build_all(tmp_path, D)
+    known = "count(*) filter (where region <> 'unknown' or account_type <> 'unknown')"
+    unknown = db.execute(f"select count(*), count(age), {known} from {FEATURES}")
+    total, with_age, with_region = unknown.fetchone()
+    assert total > 0 and with_age == 0 and with_region == 0
+    freshness = dbt_stage(tmp_path, "freshness", "--ds", D)
+    assert freshness.result["sources"]["raw.customers"] == {"status": "missing"}
+
+    # the customers table appears later: the next build picks the demographics up
+    create_raw_tables(db, customers=True)
+    insert_rows(db, "customers", CUSTOMER_COLUMNS, fixture_customers(60, date(2023, 1, 1)))
+    build_all(tmp_path, D)
+    regions = {r[0] for r in db.execute(f"select distinct region from {FEATURES}")}
+    assert {"north", "south", "east", "west"} <= regions, regions
+
+    docs = dbt_stage(tmp_path, "docs", "--ds", D)
+    assert docs.returncode == 0, docs.stderr
+    assert (tmp_path / "target" / "catalog.json").is_file()
+
+
+PLANTED_DEFECTS = [
+    # (defect, SQL that plants it in the table the test guards, the one dbt test that must fail)
+    (
+        "future-dated event in a feature row",
+        f"update {TRAINING} set _last_event_date = cutoff_date + 3 where ctid = (select min(ctid) from {TRAINING})",
+        "point_in_time_customer_churn_training_set_cutoff_date___last_event_date__recency_days",
+    ),
+    (
+        "duplicate key",
+        f"insert into {FEATURES} select * from {FEATURES} where as_of_date = '{D}' limit 1",
+        "unique_combination_of_columns_customer_churn_features_as_of_date__customer_id",
+    ),
+    (
+        "negative spend",
+        f"update {TRAINING} set monetary_total = -monetary_total where ctid = (select min(ctid) from {TRAINING} where monetary_total > 0)",
+        "accepted_range_customer_churn_training_set_monetary_total__0",
+    ),
+]
+
+
+def test_planted_defects_fail_exactly_the_intended_test(db: psycopg.Connection, tmp_path: Path) -> None:
+    """Staging would (rightly) drop such rows from raw data, so each defect is planted where its test
+    looks, in a copy of the mart restored afterwards; the clean run proves no test fails without it."""
+    load_fixture(db)
+    build_all(tmp_path, D)
+    clean = test_outcomes(tmp_path, D, "marts")
+    assert not {name for name, status in clean.items() if status in ("fail", "error")}
+    for table in (FEATURES, TRAINING):
+        db.execute(f"create table {table}_backup as select * from {table}")
+    for defect, plant, expected in PLANTED_DEFECTS:
+        assert expected in clean, f"unknown test {expected}"
+        db.execute(plant)
+        outcomes = test_outcomes(tmp_path, D, "marts")
+        failed = {name for name, status in outcomes.items() if status in ("fail", "error")}
+        assert failed == {expected}, f"{defect}: failed {failed}"
+        for table in (FEATURES, TRAINING):
+            db.execute(f"truncate {table}; insert into {table} select * from {table}_backup")
+
+
+def _day_of_lines(day: date, total: int, invalid: int) -> list[dict[str, object]]:
+    """`total` lines landed on `day`, `invalid` of them bad in rotating ways (future date, zero amount,
+    unparseable date, missing customer)."""
+    bad = [
+        {"transaction_date": (day + timedelta(days=5)).isoformat()},
+        {"amount": "0"},
+        {"transaction_date": "2024-13-45"},
+        {"customer_id": "  "},
+    ]
+    rows = []
+    for i in range(total):
+        row: dict[str, object] = {
+            "transaction_id": f"G{day:%Y%m%d}{i:05d}",
+            "customer_id": f"C{i % 60:05d}",
+            "amount": "10.00",
+            "transaction_date": day.isoformat(),
+            "category": "Grocery",
+            "merchant_id": "M001",
+            "_partition_date": day,
+        }
+        if i < invalid:
+            row.update(bad[i % len(bad)])
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("lines", "invalid", "exit_code", "status"),
+    [(1000, 30, 0, "warn"), (1000, 100, 20, "fail"), (50, 10, 0, "pass")],
+    ids=["3pct-warns", "10pct-stops", "low-volume-not-judged"],
+)
+def test_exclusion_gate_on_a_load_day(
+    db: psycopg.Connection, tmp_path: Path, lines: int, invalid: int, exit_code: int, status: str
+) -> None:
+    day = date(2024, 6, 1)
+    create_raw_tables(db)
+    insert_rows(db, "transactions", TRANSACTION_COLUMNS, _day_of_lines(day, lines, invalid))
+    run = dbt_stage(tmp_path, "build", "--layer", "staging", "--ds", day.isoformat())
+    assert run.returncode == exit_code, run.stderr
+    gate = "excluded_rows_within_threshold_audit_raw__transactions_exclusions_"
+    if status == "fail":
+        assert run.result["failures"] == [f"test {gate}: fail"]
+        assert "excluded_rows_within_threshold" in run.stderr
+    elif status == "warn":
+        assert run.result["warnings"] == [f"test {gate}"]
+    else:
+        assert "failures" not in run.result and "warnings" not in run.result
+    reasons = dict(db.execute("select exclusion_reason, excluded_rows from staging.audit_raw__transactions_exclusions").fetchall())
+    assert sum(reasons.values()) == invalid
+    assert set(reasons) == {"future_date", "zero_amount", "unparseable_date", "missing_customer"}
+    assert db.execute("select count(*) from staging.stg_raw__transactions").fetchone() == (lines - invalid,)
+
+
+def test_exit_codes(db: psycopg.Connection, tmp_path: Path) -> None:
+    # no raw tables yet: a model cannot run -> TRANSFORM_ERROR, one line on stderr
+    no_raw = dbt_stage(tmp_path, "build", "--layer", "staging", "--ds", D)
+    assert no_raw.returncode == 21, no_raw.stderr
+    assert no_raw.stderr.startswith("dbt: error: dbt build failed: model base_raw__transactions: error")
+    assert len(no_raw.stderr.strip().splitlines()) == 1
+    assert no_raw.result["invocation_id"] and no_raw.result["exit_code"] == 21
+
+    bad_date = dbt_stage(tmp_path, "build", "--layer", "marts", "--ds", "2024-02-30")
+    assert bad_date.returncode == 15 and "YYYY-MM-DD" in bad_date.stderr
+
+    nowhere = {**stage_env(tmp_path), "PGHOST": "127.0.0.1", "PGPORT": "1"}
+    unreachable = dbt_stage(tmp_path, "build", "--layer", "marts", "--ds", D, env=nowhere)
+    assert unreachable.returncode == 50 and "cannot reach the warehouse" in unreachable.stderr
+
+
+def test_as_of_date_is_required_and_parse_writes_the_manifest(tmp_path: Path) -> None:
+    from dbt.cli.main import dbtRunner
+
+    env = stage_env(tmp_path)
+    common = ["--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT), "--target-path", env["DBT_TARGET_PATH"], "--quiet"]
+    parsed = dbtRunner().invoke(["parse", *common])
+    assert parsed.success
+    manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
+    assert "model.churn.customer_churn_features" in manifest["nodes"]
+    assert manifest["nodes"]["model.churn.customer_churn_training_set"]["schema"] == "marts"
+
+    compiled = dbtRunner().invoke(["compile", "--select", "customer_churn_features", "--no-populate-cache", *common])
+    assert not compiled.success
+    assert "as_of_date is required" in str(compiled.exception or compiled.result.results[0].message)
