@@ -41,8 +41,15 @@ pytestmark = [
 ]
 
 
+def uv() -> str:
+    """uv from PATH, else the copy `make` bootstraps into .tools/ on a bare machine."""
+    found = os.environ.get("UV") or shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
+    assert Path(found).exists() or shutil.which(found), "uv runs the DAG and the history load: run `make setup`"
+    return found
+
+
 def uv_run(project: str, *argv: str, env: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    command = ["uv", "run", "--quiet", "--frozen", "--project", str(REPO / project), "--", *argv]
+    command = [uv(), "run", "--quiet", "--frozen", "--project", str(REPO / project), "--", *argv]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -158,7 +165,6 @@ def fingerprint(warehouse: dict[str, str]) -> dict[str, object]:
 
 
 def test_pipeline_in_containers_matches_the_local_runner(bridge_warehouse: dict[str, str], tmp_path: Path) -> None:
-    assert shutil.which("uv"), "uv runs the DAG and the history load"
     landing = tmp_path / "landing"
     generated = uv_run(
         "ingest", "ingest", "generate", "--out", str(landing), "--customers", str(CUSTOMERS), "--start", HISTORY[0], "--end", HISTORY[1],
