@@ -7,6 +7,8 @@ export UV_PYTHON ?= 3.11
 export UV_PYTHON_DOWNLOADS ?= never
 # uv from PATH, else bootstrapped into .tools/ (a venv: works as root or not, on any pip policy)
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+# the local runner and the tests start stages with uv: tell them where it is
+export UV
 
 # Each stage is its own uv project (own lock file, own venv): its tests run in its own environment.
 STAGES := common ingest dbt trainer predictor dags k8s images

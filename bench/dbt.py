@@ -35,12 +35,12 @@ from psycopg import sql
 from mlp_common.embedded import ensure_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "dbt"))
+sys.path.insert(0, str(REPO))
 
-from raw_fixtures import create_raw_tables  # noqa: E402  (the ingest contract's DDL)
+from tests.dbt.raw_fixtures import create_partitions, create_raw_tables  # noqa: E402  (the ingest contract's DDL)
 
 GENERATE_CUSTOMERS = """
-insert into raw.customers (customer_id, age, region, account_type, signup_date, _line_number, _partition_date, _batch_id, _source_file)
+insert into raw.customers (customer_id, age, region, account_type, signup_date, _line_number, _partition_date, _batch_id)
 select
     'C' || lpad(c::text, 6, '0'),
     case when c %% 50 = 0 then 'n/a' else (18 + (hashint4(c) & 63))::text end,
@@ -49,8 +49,7 @@ select
     (%(start)s::date - (abs(hashint4(c + 3)) %% 400))::text,
     c,
     %(start)s::date - (abs(hashint4(c + 3)) %% 400),
-    gen_random_uuid(),
-    'bench/customers.csv'
+    1
 from generate_series(1, %(customers)s) as c
 """
 
@@ -59,7 +58,7 @@ from generate_series(1, %(customers)s) as c
 GENERATE_TRANSACTIONS = """
 insert into raw.transactions
     (transaction_id, customer_id, amount, transaction_date, category, merchant_id,
-     _line_number, _partition_date, _batch_id, _source_file, _loaded_at)
+     _line_number, _partition_date, _batch_id, _loaded_at)
 with customers as (
     select
         c,
@@ -88,8 +87,7 @@ select
     'M' || (c %% 97),
     row_number() over (),
     %(start)s::date + day_offset,
-    '00000000-0000-0000-0000-0000000000be',
-    'bench/transactions.csv',
+    2,
     (%(start)s::date + day_offset)::timestamp + interval '26 hours'
 from lines
 """
@@ -108,6 +106,8 @@ def generate(env: dict[str, str], dbname: str, customers: int, days: int, ds: da
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
     with psycopg.connect(_conninfo(env, dbname), autocommit=True) as conn:
         create_raw_tables(conn, customers=True)
+        create_partitions(conn, "customers", (start - timedelta(days=d) for d in range(400)))
+        create_partitions(conn, "transactions", (start + timedelta(days=d) for d in range(days + 1)))
         conn.execute("select setseed(0.42)")
         params = {"customers": customers, "days": days, "start": start}
         conn.execute(GENERATE_CUSTOMERS, params)

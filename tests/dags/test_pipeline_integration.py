@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -48,7 +49,8 @@ pytestmark = [
 
 
 def uv_stage(project: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = ["uv", "run", "--quiet", "--frozen", "--project", str(REPO_ROOT / project), "--", *argv]
+    uv = os.environ.get("UV") or shutil.which("uv") or "uv"  # make exports UV (it may live in .tools/)
+    command = [uv, "run", "--quiet", "--frozen", "--project", str(REPO_ROOT / project), "--", *argv]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env or dict(os.environ))
     assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr[-2000:]}"
     return proc

@@ -43,9 +43,18 @@ def create_raw_tables(conn: psycopg.Connection, *, customers: bool = True) -> No
         conn.execute(contract.ddl(table))
 
 
+def create_partitions(conn: psycopg.Connection, table: str, days: Iterable[date]) -> None:
+    """The day partitions of a raw table (list-partitioned by `_partition_date`), as ingest creates them."""
+    contract = ingest_contract()
+    for day in sorted(set(days)):
+        conn.execute(contract.partition_ddl(contract.TABLES[table], day))
+
+
 def insert_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[dict[str, object]]) -> int:
     """COPY rows (dicts with the source columns plus _partition_date and optional _loaded_at)."""
-    names = (*columns, "_line_number", "_partition_date", "_batch_id", "_source_file", "_loaded_at")
+    rows = list(rows)
+    create_partitions(conn, table, (_as_date(r["_partition_date"]) for r in rows))
+    names = (*columns, "_line_number", "_partition_date", "_batch_id", "_loaded_at")
     count = 0
     with conn.cursor() as cur, cur.copy(f"copy raw.{table} ({', '.join(names)}) from stdin") as copy:
         for i, row in enumerate(rows, start=1):
@@ -55,13 +64,16 @@ def insert_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], ro
                     *(row.get(c) for c in columns),
                     row.get("_line_number", i),
                     partition,
-                    "00000000-0000-0000-0000-000000000001",
-                    f"fixture/{table}/{partition}.csv",
+                    1,
                     row.get("_loaded_at", f"{partition} 06:00:00+00"),
                 )
             )
             count += 1
     return count
+
+
+def _as_date(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 CATEGORIES = ("grocery", "  Grocery ", "ELECTRONICS", "home", "Toys", "sports")

@@ -47,6 +47,16 @@ def partition_name(table: TableContract, day: date) -> str:
     return f"{table.name}_d{day:%Y%m%d}"
 
 
+def partition_ddl(table: TableContract, day: date) -> str:
+    """The day's partition of `table`, its `_partition_date` defaulting to that day (so a daily
+    COPY straight into it need not send the date). Names and dates here come from the contract
+    and a `date` object, never from input text."""
+    return (
+        f"create table if not exists {RAW_SCHEMA}.{partition_name(table, day)} partition of {RAW_SCHEMA}.{table.name}"
+        f" (_partition_date default '{day.isoformat()}') for values in ('{day.isoformat()}')"
+    )
+
+
 def ddl(table: TableContract) -> str:
     """Landing table (list-partitioned by day), rejected table, and the load batch log.
 

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from ingest.contract import RAW_SCHEMA, TABLES, TableContract, ddl, partition_name
+from ingest.contract import RAW_SCHEMA, TABLES, TableContract, ddl, partition_ddl, partition_name
 from ingest.parse import CsvReader, Rejected
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger
@@ -245,11 +245,7 @@ def ensure_partitions(conn: psycopg.Connection, table: TableContract, days: list
             continue
         with conn.transaction():
             lock_for_transaction(conn, "raw.partition", table.name, day.isoformat())
-            conn.execute(
-                sql.SQL("create table if not exists {} partition of {} (_partition_date default {}) for values in ({})").format(
-                    sql.Identifier(RAW_SCHEMA, name), sql.Identifier(RAW_SCHEMA, table.name), sql.Literal(day), sql.Literal(day)
-                )
-            )
+            conn.execute(partition_ddl(table, day))  # type: ignore[arg-type]
 
 
 def load(conn: psycopg.Connection, files: dict[str, list[Path]], *, ds: date | None) -> dict[str, TableLoad]:

@@ -9,49 +9,20 @@ writes anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import psycopg
 
 from mlp_common.exit_codes import ExitCode, StageError
+from mlp_common.features import Column, table_columns
+from mlp_common.features import feature_columns as contract_features
 
 FEATURES_SCHEMA = "marts"
 FEATURES_TABLE = "customer_churn_features"
-NON_FEATURE_COLUMNS = frozenset({"as_of_date", "cutoff_date", "customer_id", "label_window_end", "churned"})
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    sql_type: str
-    kind: str | None  # "numeric", "categorical", or None for a type no feature may have
-
-
-def _kind(category: str) -> str | None:
-    # pg_type.typcategory: N numeric, S string, B boolean
-    return {"N": "numeric", "S": "categorical", "B": "categorical"}.get(category)
 
 
 def feature_columns(conn: psycopg.Connection, schema: str = FEATURES_SCHEMA, table: str = FEATURES_TABLE) -> list[Column] | None:
     """The mart's feature columns in table order, or None when the table does not exist."""
-    oid = conn.execute("select to_regclass(format('%%I.%%I', %s::text, %s::text))::oid", (schema, table)).fetchone()
-    if oid is None or oid[0] is None:
-        return None
-    rows = conn.execute(
-        """
-        select a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory
-        from pg_attribute as a
-        inner join pg_type as t on t.oid = a.atttypid
-        where a.attrelid = %s and a.attnum > 0 and not a.attisdropped
-        order by a.attnum
-        """,
-        (oid[0],),
-    ).fetchall()
-    return [
-        Column(name, sql_type, _kind(category))
-        for name, sql_type, category in rows
-        if name not in NON_FEATURE_COLUMNS and not name.startswith("_")
-    ]
+    columns = table_columns(conn, schema, table)
+    return None if columns is None else contract_features(columns)
 
 
 def check_matches(columns: list[Column], model_features: list[dict[str, str]], version: int) -> None:

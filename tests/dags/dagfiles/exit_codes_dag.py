@@ -17,14 +17,16 @@ from airflow.sdk import DAG
 from ml_pipeline_lib.callbacks import on_task_failure
 from ml_pipeline_lib.config import RunnerConfig
 from ml_pipeline_lib.runners.local import LocalRunner
-from ml_pipeline_lib.stages import SMALL, RetryPolicy, StageSpec
+from ml_pipeline_lib.stages import SMALL_RESOURCES, RetryPolicy, StageSpec
 
 RETRY = RetryPolicy(retries=2, delay=timedelta(seconds=0), backoff=1.0, max_delay=timedelta(seconds=1))
 
 
 def exiting(name: str, code: int) -> StageSpec:
     script = f"import json, os, sys; open(os.environ['PIPELINE_RESULT_PATH'], 'w').write(json.dumps(dict(code={code}))); sys.exit({code})"
-    return StageSpec(name=name, image="dags", project="dags", argv_template=("python", "-c", script), resources=SMALL, retry=RETRY)
+    return StageSpec(
+        name=name, image="dags", project="dags", argv_template=("python", "-c", script), resources=SMALL_RESOURCES, retry=RETRY
+    )
 
 
 runner = LocalRunner(RunnerConfig.from_env())

@@ -18,7 +18,6 @@ from mlp_common.registry import DEFAULT_MODEL
 TRAINING_SCHEMA = "marts"
 TRAINING_TABLE = "customer_churn_training_set"
 # Feature discovery rule shared with the predictor: every column except these and names starting with "_".
-NON_FEATURE_COLUMNS = frozenset({"as_of_date", "cutoff_date", "customer_id", "label_window_end", "churned"})
 REQUIRED_COLUMNS = ("cutoff_date", "customer_id", "label_window_end", "churned")
 MISSING_CATEGORY = "__missing__"  # what a NULL categorical becomes, in training and in the ONNX input
 ONNX_OUTPUT = "probabilities"

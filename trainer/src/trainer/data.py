@@ -142,4 +142,4 @@ def load(conn: psycopg.Connection, ds: date) -> TrainingData:
     table = pa.table(filled)
     labels = raw.column("churned").to_numpy().astype(np.int8, copy=False)
     cutoffs = raw.column("cutoff_date").to_numpy().astype("datetime64[D]")
-    return TrainingData(features, table, labels, cutoffs, _invocation_ids(conn, {c[0] for c in columns}, ds), null_counts)
+    return TrainingData(features, table, labels, cutoffs, _invocation_ids(conn, {c.name for c in columns}, ds), null_counts)

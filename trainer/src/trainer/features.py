@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import psycopg
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
@@ -20,10 +19,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from mlp_common.exit_codes import ExitCode, StageError
-from trainer.config import BASELINE_FEATURE_CANDIDATES, HGB_PARAMS, NON_FEATURE_COLUMNS, REQUIRED_COLUMNS
+from mlp_common.features import CATEGORICAL, NUMERIC, Column, feature_columns, table_columns
+from trainer.config import BASELINE_FEATURE_CANDIDATES, HGB_PARAMS, REQUIRED_COLUMNS
 
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
+__all__ = ["CATEGORICAL", "NUMERIC", "Feature", "discover", "table_columns"]
 
 
 @dataclass(frozen=True)
@@ -36,50 +35,21 @@ class Feature:
         return {"name": self.name, "type": self.kind}
 
 
-def _kind(category: str) -> str | None:
-    """pg_type.typcategory: N numeric, S string, B boolean; anything else is not a supported feature type."""
-    return {"N": NUMERIC, "S": CATEGORICAL, "B": CATEGORICAL}.get(category)
-
-
-def table_columns(conn: psycopg.Connection, schema: str, table: str) -> list[tuple[str, str, str]] | None:
-    """(name, SQL type, type category) in table order, or None when the table does not exist."""
-    oid = conn.execute("select to_regclass(format('%%I.%%I', %s::text, %s::text))::oid", (schema, table)).fetchone()
-    if oid is None or oid[0] is None:
-        return None
-    rows = conn.execute(
-        """
-        select a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory
-        from pg_attribute as a
-        inner join pg_type as t on t.oid = a.atttypid
-        where a.attrelid = %s and a.attnum > 0 and not a.attisdropped
-        order by a.attnum
-        """,
-        (oid[0],),
-    ).fetchall()
-    return [(str(n), str(t), str(c)) for n, t, c in rows]
-
-
-def discover(columns: list[tuple[str, str, str]], table: str) -> list[Feature]:
-    """The feature list in table order; MISSING_FEATURES when keys, label or every feature is absent."""
-    names = {name for name, _, _ in columns}
+def discover(columns: list[Column], table: str) -> list[Feature]:
+    """The feature list in table order (the shared contract's rule); MISSING_FEATURES when keys,
+    label or every feature is absent, SCHEMA_MISMATCH for a feature column of an unsupported type."""
+    names = {c.name for c in columns}
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise StageError(f"{table} lacks required column(s) {', '.join(missing)}", ExitCode.MISSING_FEATURES)
-    features: list[Feature] = []
-    unsupported: list[str] = []
-    for name, sql_type, category in columns:
-        if name in NON_FEATURE_COLUMNS or name.startswith("_"):
-            continue
-        kind = _kind(category)
-        if kind is None:
-            unsupported.append(f"{name} ({sql_type})")
-        else:
-            features.append(Feature(name, kind, sql_type))
+    candidates = feature_columns(columns)
+    unsupported = [f"{c.name} ({c.sql_type})" for c in candidates if c.kind is None]
     if unsupported:
         raise StageError(
             f"{table} has feature column(s) of a type no feature may have (numeric, text or boolean only): {', '.join(unsupported)}",
             ExitCode.SCHEMA_MISMATCH,
         )
+    features = [Feature(c.name, c.kind, c.sql_type) for c in candidates if c.kind is not None]
     if not features:
         raise StageError(f"{table} has no feature columns (only keys, label and _ metadata)", ExitCode.MISSING_FEATURES)
     return features
