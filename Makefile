@@ -11,7 +11,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 export UV
 
 # Each stage is its own uv project (own lock file, own venv): its tests run in its own environment.
-STAGES := common ingest dbt trainer predictor dags k8s
+STAGES := common ingest dbt trainer predictor dags k8s images
 PROJECTS := . $(STAGES)
 PYTEST_ARGS ?=
 MYPY_PATHS := $(wildcard common/src ingest/src trainer/src predictor/src dbt/src dags/*.py dags/ml_pipeline_lib)
@@ -108,6 +108,7 @@ bench-generate: setup ## the data generator at 10 M transactions (prints rows/s 
 	$(UV) run --quiet --project ingest python bench/generate.py
 
 include k8s/kind.mk
+include images/images.mk
 
 .PHONY: clean
 clean: ## remove generated data and reports (keeps the warehouse)

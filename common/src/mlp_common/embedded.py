@@ -160,11 +160,24 @@ def _initialise(root: Path, pgdata: Path, socket_dir: Path, as_user: str | None)
     return env
 
 
+def _allow_networks(pgdata: Path, networks: str) -> None:
+    """Password (scram) access from the comma-separated CIDRs in `MLP_WAREHOUSE_ALLOW`, e.g. Docker's
+    bridge network so that stage containers reach the warehouse (with `MLP_WAREHOUSE_LISTEN` naming
+    the bridge's gateway address too). Lines are added once to pg_hba.conf, never removed."""
+    hba = pgdata / "pg_hba.conf"
+    present = hba.read_text()
+    lines = [f"host all all {cidr.strip()} scram-sha-256" for cidr in networks.split(",") if cidr.strip()]
+    missing = [line for line in lines if line not in present.splitlines()]
+    if missing:
+        hba.write_text(present.rstrip("\n") + "\n" + "\n".join(missing) + "\n")
+
+
 def _start(pgdata: Path, socket_dir: Path, env: dict[str, str], as_user: str | None) -> None:
     """Start the server. It is a single-node development warehouse with no replicas, so
     `wal_level=minimal`: a COPY into a day partition truncated in the same transaction (what a
     daily load does) then skips the write-ahead log."""
     listen = os.environ.get("MLP_WAREHOUSE_LISTEN", "127.0.0.1")
+    _allow_networks(pgdata, os.environ.get("MLP_WAREHOUSE_ALLOW", ""))
     options = f"-p {env['PGPORT']} -k {socket_dir} -c listen_addresses='{listen}' -c max_connections=200"
     options += " -c wal_level=minimal -c max_wal_senders=0"
     # raw tables have one partition per day: a history load touches every day it covers in one
