@@ -121,6 +121,6 @@ class Runner(ABC):
         return self.operator_class().partial(task_id=task_id or spec.name, **kwargs).expand(argv=argvs)
 
     @staticmethod
+    @abstractmethod
     def effective_argv(operator: Any) -> list[str]:
         """The command line an operator of this runner will execute (after rendering)."""
-        raise NotImplementedError
