@@ -40,6 +40,13 @@ class ReportInput:
     summary: dict[str, Any]  # data window, row counts, class balance, features, code version...
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    """Lay out, write the PNG, and free the figure (matplotlib keeps open figures alive)."""
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -70,9 +77,7 @@ def _roc(plt: Any, data: ReportInput, out: Path) -> None:
     )
     ax.set_title("ROC curve on the temporal holdout")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / "roc.png")
-    plt.close(fig)
+    _save(plt, fig, out / "roc.png")
 
 
 def _pr(plt: Any, data: ReportInput, out: Path) -> None:
@@ -87,9 +92,7 @@ def _pr(plt: Any, data: ReportInput, out: Path) -> None:
     ax.set(xlabel="Recall (share of churners caught)", ylabel="Precision (share of flagged who churn)", xlim=(0, 1), ylim=(0, 1.01))
     ax.set_title("Precision-recall curve on the temporal holdout")
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(out / "precision_recall.png")
-    plt.close(fig)
+    _save(plt, fig, out / "precision_recall.png")
 
 
 def _calibration(plt: Any, data: ReportInput, out: Path) -> None:
@@ -110,9 +113,7 @@ def _calibration(plt: Any, data: ReportInput, out: Path) -> None:
     ax.set(xlabel="Mean predicted churn probability (per 0.1-wide bin)", ylabel="Observed churn rate", xlim=(0, 1), ylim=(0, 1))
     ax.set_title("Calibration: do predicted probabilities come true?")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out / "calibration.png")
-    plt.close(fig)
+    _save(plt, fig, out / "calibration.png")
 
 
 def _distribution(plt: Any, data: ReportInput, out: Path) -> None:
@@ -138,9 +139,7 @@ def _distribution(plt: Any, data: ReportInput, out: Path) -> None:
     ax.set(xlabel="Candidate's churn probability", ylabel="Density", xlim=(0, 1))
     ax.set_title("Score distribution by actual outcome (holdout)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "score_distribution.png")
-    plt.close(fig)
+    _save(plt, fig, out / "score_distribution.png")
 
 
 def _importance(plt: Any, data: ReportInput, out: Path) -> None:
@@ -154,9 +153,7 @@ def _importance(plt: Any, data: ReportInput, out: Path) -> None:
     ax.set(xlabel="Drop in holdout ROC AUC when the feature is shuffled")
     ax.set_title("Permutation feature importance (candidate)")
     ax.grid(axis="y", visible=False)
-    fig.tight_layout()
-    fig.savefig(out / "permutation_importance.png")
-    plt.close(fig)
+    _save(plt, fig, out / "permutation_importance.png")
 
 
 def _fmt(value: Any) -> str:
