@@ -252,3 +252,44 @@ def test_customer_ids_and_categories_with_csv_specials_round_trip(db: psycopg.Co
     result = predict(D, Shard())
     assert result["rows"] == len(odd)
     assert sorted(r[1] for r in rows(db)) == sorted(odd)
+
+
+def test_a_new_shard_count_re_partitions_the_date_and_keeps_the_other_shards(scored_world: psycopg.Connection) -> None:
+    """One run of 1 shard, then shard 1 of 4 with a newer model: only that shard's rows change, none is lost."""
+    predict(D, Shard())
+    whole = rows(scored_world)
+    first_version = whole[0][2]
+    newer = register_model(scored_world, seed=99)
+    result = predict(D, Shard(1, 4))
+    after = rows(scored_world)
+    assert [r[1] for r in after] == [r[1] for r in whole]  # the same 3 000 customers, each once
+    changed = {r[1] for r in after if r[2] == newer.version}
+    assert len(changed) == result["rows"] == result["replaced_rows"] > 0
+    assert {r[2] for r in after if r[1] not in changed} == {first_version}
+    leaves = scored_world.execute(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+        " where i.inhparent = 'ml.churn_predictions_p20250301'::regclass order by 1"
+    ).fetchall()
+    assert [name for (name,) in leaves] == [f"churn_predictions_p20250301_s{i}of4" for i in range(4)]
+    # the shard predicate the predictor reads with is the partitioning that routed the rows
+    in_shard_1 = scored_world.execute("select customer_id from ml.churn_predictions_p20250301_s1of4").fetchall()
+    assert {c for (c,) in in_shard_1} == changed
+
+
+def test_an_unpartitioned_predictions_table_is_migrated_with_its_rows(scored_world: psycopg.Connection) -> None:
+    """A warehouse written before predictions were partitioned keeps its rows: the first run moves them over."""
+    scored_world.execute(
+        """
+        create schema if not exists ml;
+        create table ml.churn_predictions (as_of_date date not null, customer_id text not null, model_version bigint not null,
+            churn_probability double precision not null check (churn_probability between 0 and 1),
+            risk_band text not null check (risk_band in ('low', 'medium', 'high')), scored_at timestamptz not null,
+            primary key (as_of_date, customer_id));
+        insert into ml.churn_predictions values ('2025-01-01', 'old-1', 1, 0.5, 'medium', now()), ('2025-01-02', 'old-2', 1, 0.1, 'low', now());
+        """
+    )
+    predict(D, Shard())
+    assert scored_world.execute("select relkind from pg_class where oid = 'ml.churn_predictions'::regclass").fetchone() == ("p",)
+    kept = scored_world.execute("select as_of_date::text, customer_id from ml.churn_predictions where as_of_date < %s order by 1", (D,))
+    assert kept.fetchall() == [("2025-01-01", "old-1"), ("2025-01-02", "old-2")]
+    assert scored_world.execute("select count(*) from ml.churn_predictions where as_of_date = %s", (D,)).fetchone() == (3000,)

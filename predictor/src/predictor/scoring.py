@@ -58,6 +58,12 @@ class Scorer:
             column = batch.column(f["name"])
             if f["type"] == "numeric":
                 values = pc.fill_null(column.cast(pa.float32()), np.float32("nan")).to_numpy(zero_copy_only=False)
+            elif pa.types.is_dictionary(column.type):
+                # one Python string per distinct category, not per row: index an array of the few values
+                categories = np.array([*column.dictionary.cast(pa.string()).to_pylist(), MISSING], dtype=object)
+                categories[:-1][column.dictionary.is_null().to_numpy(zero_copy_only=False)] = MISSING
+                codes = pc.fill_null(column.indices, len(categories) - 1).to_numpy(zero_copy_only=False)
+                values = categories[codes]
             else:
                 values = pc.fill_null(column.cast(pa.string()), MISSING).to_numpy(zero_copy_only=False)
             out[f["name"]] = values.reshape(-1, 1)
