@@ -50,6 +50,15 @@ def test_cli_help_runs_as_non_root_on_a_read_only_root_filesystem(stage: str) ->
     assert whoami.stdout.split() == [str(STAGE_UID), "/tmp"]
 
 
+def test_ingest_image_refuses_to_generate_with_one_line() -> None:
+    """The generator's numpy is left out of the ingest image: asking for it is a clear error, not a traceback."""
+    require_image("ingest")
+    proc = docker("run", *READ_ONLY, image_ref("ingest"), "generate", "--out", "/tmp/landing", check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ingest: error: the generator needs numpy"), proc.stderr
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_image_config(stage: str) -> None:
     config = require_image(stage)["Config"]

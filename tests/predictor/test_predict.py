@@ -285,7 +285,8 @@ def test_an_unpartitioned_predictions_table_is_migrated_with_its_rows(scored_wor
             churn_probability double precision not null check (churn_probability between 0 and 1),
             risk_band text not null check (risk_band in ('low', 'medium', 'high')), scored_at timestamptz not null,
             primary key (as_of_date, customer_id));
-        insert into ml.churn_predictions values ('2025-01-01', 'old-1', 1, 0.5, 'medium', now()), ('2025-01-02', 'old-2', 1, 0.1, 'low', now());
+        insert into ml.churn_predictions values
+            ('2025-01-01', 'old-1', 1, 0.5, 'medium', now()), ('2025-01-02', 'old-2', 1, 0.1, 'low', now());
         """
     )
     predict(D, Shard())

@@ -80,7 +80,14 @@ def generate(
     bad_row_rate: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of rows given a realistic defect.")] = 0.0,
 ) -> None:
     """Write deterministic synthetic landing data with a real churn process (and planted defects)."""
-    from ingest.generate import generate as generate_files
+    try:
+        from ingest.generate import generate as generate_files
+    except ModuleNotFoundError as exc:  # the stage image leaves the generator's numpy out
+        raise StageError(
+            f"the generator needs {exc.name}, which this installation leaves out (the stage image does):"
+            " run it from the repository with `uv run --project ingest ingest generate`",
+            ExitCode.USAGE,
+        ) from exc
 
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     if last < first:
