@@ -47,7 +47,6 @@ with DAG(
     dagrun_timeout=timedelta(hours=6),
     default_args={"owner": "ml-pipeline", "on_failure_callback": on_task_failure},
     params={
-        "churn_horizon_days": Param(90, type="integer", minimum=1, description="label window H: churned = no transaction in [C, C+H)"),
         "auc_floor": Param(
             0.6, type="number", minimum=0.5, maximum=1.0, description="a new model below this holdout AUC is never promoted"
         ),

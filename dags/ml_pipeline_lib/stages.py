@@ -122,7 +122,6 @@ LOAD_RESOURCES = Resources("250m", "512Mi", "1", "2Gi")
 TRAIN_RESOURCES = Resources("500m", "1Gi", "2", "4Gi")
 SCORE_RESOURCES = Resources("250m", "512Mi", "1", "2Gi")
 
-HORIZON_ENV = {"PIPELINE_CHURN_HORIZON_DAYS": "{{ params.churn_horizon_days }}"}
 DBT_LOCAL_ENV = {"DBT_PROJECT_DIR": "{repo}/dbt", "DBT_PROFILES_DIR": "{repo}/dbt"}
 # dbt writes target/ and logs/ into its project folder by default: in an image the root
 # filesystem is read-only, so both go to the scratch volume.
@@ -136,7 +135,6 @@ def _dbt(name: str, *argv: str) -> StageSpec:
         project="dbt",
         argv_template=("dbt-stage", *argv),
         resources=DBT_RESOURCES,
-        env=HORIZON_ENV,
         local_env=DBT_LOCAL_ENV,
         container_env=DBT_CONTAINER_ENV,
     )
@@ -167,7 +165,6 @@ TRAIN = StageSpec(
     project="trainer",
     argv_template=("trainer", "train", "--ds", "{ds}", "--auc-floor", "{auc_floor}", "--tolerance", "{tolerance}"),
     resources=TRAIN_RESOURCES,
-    env=HORIZON_ENV,
     needs_reports=True,
     retry=RetryPolicy(timeout=timedelta(hours=2)),
 )

@@ -55,8 +55,8 @@ def test_dag_settings(dag) -> None:
     assert dag.schedule == "@daily"
     assert dag.start_date.year == 2024 and dag.start_date.tzinfo is not None
     assert {"ml-pipeline", "churn"} <= set(dag.tags)
-    assert set(dag.params) == {"churn_horizon_days", "auc_floor", "promotion_tolerance", "shard_count", "retrain_cadence_days"}
-    assert dag.params["shard_count"] == 2 and dag.params["churn_horizon_days"] == 90
+    assert set(dag.params) == {"auc_floor", "promotion_tolerance", "shard_count", "retrain_cadence_days"}
+    assert dag.params["shard_count"] == 2
 
 
 def test_linear_head_of_the_pipeline(dag) -> None:

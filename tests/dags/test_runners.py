@@ -114,7 +114,6 @@ def test_dbt_pods_write_target_and_logs_to_the_scratch_volume(monkeypatch: pytes
     op, _ = rendered_stage("kubernetes", "dbt_marts", monkeypatch)
     env = {e["name"]: e["value"] for e in pod_dict(op)["spec"]["containers"][0]["env"]}
     assert env["DBT_TARGET_PATH"].startswith("/tmp/") and env["DBT_LOG_PATH"].startswith("/tmp/")
-    assert env["PIPELINE_CHURN_HORIZON_DAYS"] == "90"
 
 
 def test_image_tag_comes_from_the_environment_and_is_never_latest(monkeypatch: pytest.MonkeyPatch) -> None:
