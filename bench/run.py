@@ -8,7 +8,8 @@ environment with the command line and environment the local runner gives it (`da
 stages.py`), and is measured for wall time, rows/s and peak RSS (`os.wait4` of the process tree):
 
   history  generate the landing files; `ingest load --history` of every day before D; the dbt
-           project built for D-1 (`--full-refresh`): the state a daily run starts from;
+           project built for D-1 (`--full-refresh`, the DAG's three layer tasks): the state a daily
+           run starts from;
   daily    the DAG's stages for D = 2025-12-31, in order: freshness, ingest, dbt staging,
            intermediate and marts, retrain_due, train (no champion yet: it always trains), predict
            (one shard); their sum is the end-to-end daily time (the run record is left out).
@@ -16,11 +17,14 @@ stages.py`), and is measured for wall time, rows/s and peak RSS (`os.wait4` of t
 Then, on the same data in the same run, the comparisons (printed as ratios):
   - ingest `--history` vs pandas `read_csv` + `DataFrame.to_sql` (the common way) vs plain `COPY`
     of the same files into an unlogged text table (the floor);
-  - the daily incremental dbt build for D vs `--full-refresh` for D (three layer builds each), as
-    wall time and as dbt's own execution time;
+  - the daily incremental dbt build for D vs the `--full-refresh` build for D-1 that the history
+    phase ran (three layer builds each; one day, 1/730 of the rows, less), as wall time and as dbt's
+    own execution time;
   - predictor (process wall, and its in-process write) vs a plain `COPY` of the same prediction rows;
   - our three layer-level `dbt build` tasks vs astronomer-cosmos's one task per model, both as
-    Airflow DAGs run by `dag.test()` from empty dbt schemas (`bench/dbt_dags.py`);
+    Airflow DAGs run by `dag.test()` for D, each in its own copy of the database as the daily dbt
+    tasks find it (history built for D-1, D landed: `CREATE DATABASE ... TEMPLATE`), so both do the
+    same daily work (`bench/dbt_dags.py`);
   - once per run: parsing `dags/ml_pipeline.py` (PIPELINE_RUNNER=kubernetes) vs a minimal DAG with one
     KubernetesPodOperator (`bench/dag_parse.py`, fresh interpreters, median).
 
@@ -45,7 +49,9 @@ from typing import Any
 
 import psycopg
 
-from _common import BENCH_DATA, REPO, Timed, conninfo, create_database, drop_database, load_average, run_stage, run_timed, uv
+from psycopg import sql
+
+from _common import BENCH_DATA, REPO, Timed, admin_database, conninfo, create_database, drop_database, load_average, run_stage, run_timed, uv
 from mlp_common.embedded import ensure_warehouse
 
 sys.path.insert(0, str(REPO / "dags"))
@@ -57,7 +63,6 @@ SEED = 7
 # The DAG's parameter defaults (dags/ml_pipeline.py), for the placeholders of the stage command lines.
 DAG_PARAMS = {"churn_horizon_days": "90", "auc_floor": "0.6", "tolerance": "0.0", "cadence_days": "7"}
 DBT_LAYERS = (stages.DBT_STAGING, stages.DBT_INTERMEDIATE, stages.DBT_MARTS)
-DBT_SCHEMAS = ("staging", "intermediate", "marts")
 TARGETS = {"ingest_vs_to_sql": 20.0, "layers_vs_cosmos": 2.0, "incremental_vs_full": 0.25}
 
 
@@ -117,7 +122,7 @@ def history_view(landing: Path, history: Path, before: date) -> Path:
 # ---------------------------------------------------------------- the pipeline at one scale
 
 
-def run_pipeline(label: str, customers: int, server: Mapping[str, str]) -> tuple[list[Row], dict[str, Any], dict[str, str]]:
+def run_pipeline(label: str, customers: int, server: Mapping[str, str], cosmos: bool) -> tuple[list[Row], dict[str, Any], dict[str, str]]:
     root = BENCH_DATA / label
     shutil.rmtree(root, ignore_errors=True)
     landing = root / "landing"
@@ -150,21 +155,29 @@ def run_pipeline(label: str, customers: int, server: Mapping[str, str]) -> tuple
     facts["history_rows"] = int(loaded.result["rows_loaded"])
     facts["ingest_history"] = loaded.result
     raw_rows = int(query_one(base, "select count(*) from raw.transactions"))
-    built = run_stage(
-        "dbt",
-        ["dbt-stage", "build", "--layer", "all", "--ds", (D - timedelta(days=1)).isoformat(), "--full-refresh"],
-        stage_env(base, stages.DBT_STAGING),
+    # the history build for D-1 is a full refresh, run as the DAG's three layer tasks would run it
+    refreshed = [run_spec(spec, base, D - timedelta(days=1), "--full-refresh") for spec in DBT_LAYERS]
+    rows.append(
+        Row(
+            "dbt 3 layers --full-refresh (D-1)",
+            sum(t.seconds for t in refreshed),
+            raw_rows,
+            max(t.peak_rss_mb for t in refreshed),
+            refreshed[0].load,
+            "raw transactions",
+        )
     )
-    record("dbt build all --full-refresh (D-1)", built, raw_rows, "raw transactions")
+    print(f"  [{label}] {rows[-1].name:<34} {rows[-1].seconds:8.1f} s  (load {rows[-1].load})", flush=True)
 
     # ---- the daily run for D, stage by stage as the DAG runs it
     daily_env = {**base, "PIPELINE_LANDING_DIR": str(landing)}
     record("freshness", run_spec(stages.FRESHNESS, daily_env, D), None)
     ingest = record("ingest --ds D", run_spec(stages.INGEST, daily_env, D), None)
     day_rows = int(ingest.result["rows_loaded"])
-    rows[-1].rows = day_rows
-    rows[-1].note = "rows loaded"
+    rows[-1].rows, rows[-1].note = day_rows, "rows loaded"
     facts["day_rows"] = day_rows
+    # the state the dbt tasks of D start from (history built for D-1, D landed), for the cosmos comparison
+    clones = {mode: clone_database(server, base["PGDATABASE"], f"bench_{label}_{mode}") for mode in ("layers", "cosmos") if cosmos}
     incremental: list[Timed] = []
     for spec in DBT_LAYERS:
         incremental.append(record(f"{spec.name} (D)", run_spec(spec, daily_env, D), day_rows, "new rows of D"))
@@ -189,27 +202,16 @@ def run_pipeline(label: str, customers: int, server: Mapping[str, str]) -> tuple
     )
     facts["train"] = {k: train.result.get(k) for k in ("row_counts", "timings", "promoted")}
     facts["predict"] = {k: predict.result.get(k) for k in ("rows", "timings", "peak_rss_mb")}
-
-    # ---- incremental vs full refresh for the same D (three layer builds each, as the DAG would run them)
-    refreshed = [run_spec(spec, daily_env, D, "--full-refresh") for spec in DBT_LAYERS]
-    rows.append(
-        Row(
-            "dbt 3 layers --full-refresh (D)",
-            sum(t.seconds for t in refreshed),
-            raw_rows + day_rows,
-            max(t.peak_rss_mb for t in refreshed),
-            refreshed[0].load,
-            "raw transactions",
-        )
-    )
-    print(f"  [{label}] {'dbt 3 layers --full-refresh (D)':<34} {rows[-1].seconds:8.1f} s  (load {rows[-1].load})", flush=True)
+    # incremental for D vs the full refresh for D-1 (one day less: 1/730 of the rows), three layer builds each
     facts["dbt_incremental_vs_full"] = {
         "incremental_wall": sum(t.seconds for t in incremental),
         "full_wall": sum(t.seconds for t in refreshed),
         "incremental_dbt_exec": sum(float(t.result["execution_seconds"]) for t in incremental),
         "full_dbt_exec": sum(float(t.result["execution_seconds"]) for t in refreshed),
-        "load": refreshed[0].load,
+        "load": incremental[0].load,
+        "full_load": refreshed[0].load,
     }
+    facts["clones"] = clones
     facts["predict_vs_copy"] = predict_vs_copy(base, predict)
     facts["ingest_vs_baselines"] = ingest_vs_baselines(base, history, loaded)
     return rows, facts, base
@@ -315,10 +317,21 @@ def predict_vs_copy(env: Mapping[str, str], predict: Timed) -> dict[str, Any]:
     }
 
 
-def reset_dbt_schemas(env: Mapping[str, str]) -> None:
-    with psycopg.connect(conninfo(env), autocommit=True) as conn:
-        for schema in DBT_SCHEMAS:
-            conn.execute(f"drop schema if exists {schema} cascade")
+def clone_database(server: Mapping[str, str], source: str, name: str) -> str:
+    """A copy of `source` as it is now (CREATE DATABASE ... TEMPLATE, file copy): the same starting state twice."""
+    drop_database(server, name)
+    for attempt in range(30):
+        try:
+            with psycopg.connect(conninfo(server, admin_database(server)), autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("create database {} template {} strategy file_copy").format(sql.Identifier(name), sql.Identifier(source))
+                )
+            return name
+        except psycopg.errors.ObjectInUse:  # an autovacuum worker on the source: it finishes soon
+            if attempt == 29:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 def manifest(base: Mapping[str, str]) -> Path:
@@ -328,11 +341,12 @@ def manifest(base: Mapping[str, str]) -> Path:
     return target / "manifest.json"
 
 
-def layers_vs_cosmos(env: Mapping[str, str], manifest_path: Path) -> dict[str, Any]:
-    """Both DAGs under `dag.test()` for D, each from empty dbt schemas (same raw data, same work: models + tests)."""
+def layers_vs_cosmos(base: Mapping[str, str], clones: Mapping[str, str], manifest_path: Path) -> dict[str, Any]:
+    """Both DAGs under `dag.test()` for D, each in its own copy of the same state (history built for D-1,
+    D landed): the daily dbt work, models and tests, done once per layer or once per model."""
     out: dict[str, Any] = {}
-    for mode in ("layers", "cosmos"):
-        reset_dbt_schemas(env)
+    for mode, clone in clones.items():
+        env = {**base, "PGDATABASE": clone}
         timed = run_timed(
             [uv(), "run", "--quiet", "--frozen", "--project", str(REPO / "bench"), "python", str(REPO / "bench" / "dbt_dags.py"), mode]
             + ["--ds", D.isoformat(), "--manifest", str(manifest_path)],
@@ -340,6 +354,7 @@ def layers_vs_cosmos(env: Mapping[str, str], manifest_path: Path) -> dict[str, A
         )
         out[mode] = {**timed.result, "process_seconds": timed.seconds, "peak_rss_mb": timed.peak_rss_mb, "load": timed.load}
         print(f"  {mode:<8} dag.test(): run {timed.result['run_seconds']:.1f} s, {timed.result['tasks']} tasks (load {timed.load})")
+        drop_database(base, clone)
     return out
 
 
@@ -410,7 +425,7 @@ def print_ratios(label: str, facts: dict[str, Any]) -> None:
     )
     print(f"    ingest / plain COPY        x{r['ingest (process) / plain COPY']:6.2f} (process), x{r['ingest (load) / plain COPY']:.2f} (load)")
     print(
-        f"  dbt daily incremental (3 layers) vs --full-refresh (3 layers) for D: wall {inc['incremental_wall']:.1f} / {inc['full_wall']:.1f} s,"
+        f"  dbt daily incremental for D (3 layers) vs --full-refresh for D-1 (3 layers): wall {inc['incremental_wall']:.1f} / {inc['full_wall']:.1f} s,"
         f" dbt exec {inc['incremental_dbt_exec']:.1f} / {inc['full_dbt_exec']:.1f} s (load {inc['load']})"
     )
     print(
@@ -425,7 +440,7 @@ def print_ratios(label: str, facts: dict[str, Any]) -> None:
     if "cosmos" in facts:
         c = facts["cosmos"]
         print(
-            f"  dbt for D from empty schemas under dag.test(): layers {c['layers']['run_seconds']:.1f} s ({c['layers']['tasks']} tasks),"
+            f"  daily dbt for D under dag.test(), each from a copy of the same state: layers {c['layers']['run_seconds']:.1f} s ({c['layers']['tasks']} tasks),"
             f" cosmos {c['cosmos']['run_seconds']:.1f} s ({c['cosmos']['tasks']} tasks) (load {c['layers']['load']}/{c['cosmos']['load']})"
         )
         print(f"    cosmos / layers            x{r['cosmos / layers (dag run)']:6.2f}   target >= {TARGETS['layers_vs_cosmos']:.0f}")
@@ -447,10 +462,11 @@ def main() -> None:
     for label in labels:
         customers = customers_of(label)
         print(f"== scale {label}: {customers:,} customers, {START} .. {D}", flush=True)
-        rows, facts, env = run_pipeline(label, customers, server)
-        if not args.skip_cosmos:
+        rows, facts, env = run_pipeline(label, customers, server, cosmos=not args.skip_cosmos)
+        clones = facts.pop("clones")
+        if clones:
             manifest_path = manifest_path or manifest(env)
-            facts["cosmos"] = layers_vs_cosmos(env, manifest_path)
+            facts["cosmos"] = layers_vs_cosmos(env, clones, manifest_path)
         results[label] = {"rows": [{**asdict(r), "rows_per_second": r.rows_per_second} for r in rows], **facts}
         results[label]["ratios"] = ratios(facts)
         if not args.keep:
