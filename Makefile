@@ -14,7 +14,7 @@ export UV
 STAGES := common ingest dbt trainer predictor dags k8s images
 PROJECTS := . $(STAGES) bench
 PYTEST_ARGS ?=
-MYPY_PATHS := $(wildcard common/src ingest/src trainer/src predictor/src dbt/src dags/*.py dags/ml_pipeline_lib)
+MYPY_PATHS := $(wildcard common/src ingest/src trainer/src predictor/src dbt/src dags/*.py dags/ml_pipeline_lib bench/run.py bench/_common.py bench/dbt_dags.py bench/dag_parse.py)
 
 # The demo's data: two years of history for 5,000 customers, 0.5% of rows with planted defects.
 DATA_DIR ?= $(CURDIR)/.data

@@ -91,16 +91,26 @@ def wait_timed(proc: subprocess.Popen[Any], started: float) -> tuple[float, int,
     return time.perf_counter() - started, proc.returncode, usage.ru_maxrss / 1024
 
 
+# GNU time reports the peak RSS of the process it starts (and of what that one reaped): measured
+# through it, a child's figure does not start from this (big) process's pages, as it does when
+# this process forks the child itself (os.wait4 then reports at least our own RSS at the fork).
+GNU_TIME = "/usr/bin/time"
+
+
 def run_timed(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = None, quiet: bool = True) -> Timed:
     """Run a command to completion; its figures and the result JSON it wrote to PIPELINE_RESULT_PATH (if any)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         result_path = Path(tmp) / "result.json"
+        rss_path = Path(tmp) / "rss"
         child_env = {k: v for k, v in env.items() if k not in _DROPPED}
         child_env["PIPELINE_RESULT_PATH"] = str(result_path)
+        command = list(argv)
+        if Path(GNU_TIME).is_file():
+            command = [GNU_TIME, "-f", "%M", "-o", str(rss_path), *command]
         load = load_average()
         started = time.perf_counter()
         proc = subprocess.Popen(
-            list(argv),
+            command,
             env=child_env,
             cwd=cwd,
             stdout=subprocess.DEVNULL if quiet else None,
@@ -112,6 +122,8 @@ def run_timed(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None =
         seconds, code, rss = wait_timed(proc, started)
         if code != 0:
             raise SystemExit(f"{' '.join(map(str, argv[-8:]))} failed (exit {code}): {stderr.strip()[-2000:]}")
+        if rss_path.is_file():  # kilobytes, the last line (GNU time may put a status line before it)
+            rss = int(rss_path.read_text().split()[-1]) / 1024
         result = json.loads(result_path.read_text()) if result_path.is_file() else {}
     return Timed(seconds=seconds, peak_rss_mb=rss, load=load, result=result)
 

@@ -19,9 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "dags"))
-from test_parse import MINIMAL_KPO_DAG, parse  # noqa: E402
-
 from dag_helpers import DAG_FILE  # noqa: E402
+from test_parse import MINIMAL_KPO_DAG, parse  # noqa: E402
 
 
 def main() -> None:

@@ -113,9 +113,8 @@ def main() -> None:
     parser.add_argument("--ds", type=date.fromisoformat, required=True)
     parser.add_argument("--manifest", type=Path, help="dbt manifest.json (cosmos)")
     args = parser.parse_args()
-    os.environ.update(
-        {"PIPELINE_RUNNER": "local", "BENCH_DBT_MODE": args.mode, "BENCH_DS": args.ds.isoformat(), "BENCH_MANIFEST": str(args.manifest or "")}
-    )
+    os.environ.update({"PIPELINE_RUNNER": "local", "BENCH_DBT_MODE": args.mode, "BENCH_DS": args.ds.isoformat()})
+    os.environ["BENCH_MANIFEST"] = str(args.manifest or "")
     dag_file = prepare_airflow()
     import importlib.util
 

@@ -30,13 +30,14 @@ Then, on the same data in the same run, the comparisons (printed as ratios):
 
 Every figure carries the 1-minute load average when it started (the machine is shared). Prints one
 table per scale, growth from one scale to the next, the ratios against the issue's targets; writes
-everything to `.data/bench/bench.json`.
+everything to `.data/bench/json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import shutil
 import sys
@@ -48,14 +49,25 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-
 from psycopg import sql
 
-from _common import BENCH_DATA, REPO, Timed, admin_database, conninfo, create_database, drop_database, load_average, run_stage, run_timed, uv
+from _common import (
+    BENCH_DATA,
+    REPO,
+    Timed,
+    admin_database,
+    conninfo,
+    create_database,
+    drop_database,
+    load_average,
+    run_stage,
+    run_timed,
+    uv,
+)
 from mlp_common.embedded import ensure_warehouse
 
 sys.path.insert(0, str(REPO / "dags"))
-from ml_pipeline_lib import stages  # noqa: E402  (stage specs: stdlib only, no Airflow)
+from ml_pipeline_lib import stages
 
 SCALES = ("5k", "50k", "500k")  # the issue's; any "<N>k" works (e.g. 1k for a quick try)
 START, D = date(2024, 1, 1), date(2025, 12, 31)
@@ -142,12 +154,8 @@ def run_pipeline(label: str, customers: int, server: Mapping[str, str], cosmos: 
         print(f"  [{label}] {name:<34} {timed.seconds:8.1f} s  (load {timed.load})", flush=True)
         return timed
 
-    gen = run_stage(
-        "ingest",
-        ["ingest", "generate", "--out", str(landing), "--customers", str(customers), "--start", START.isoformat(), "--end", D.isoformat()]
-        + ["--seed", str(SEED)],
-        base,
-    )
+    argv = ["ingest", "generate", "--out", str(landing), "--customers", str(customers), "--start", str(START), "--end", str(D)]
+    gen = run_stage("ingest", [*argv, "--seed", str(SEED)], base)
     record("generate (history files)", gen, int(gen.result["transactions"]), "transactions written")
     history = history_view(landing, root / "history", D)
     loaded = run_stage("ingest", ["ingest", "load", "--history", "--source", str(history)], base)
@@ -347,9 +355,9 @@ def layers_vs_cosmos(base: Mapping[str, str], clones: Mapping[str, str], manifes
     out: dict[str, Any] = {}
     for mode, clone in clones.items():
         env = {**base, "PGDATABASE": clone}
+        script = [uv(), "run", "--quiet", "--frozen", "--project", str(REPO / "bench"), "python", str(REPO / "bench" / "dbt_dags.py")]
         timed = run_timed(
-            [uv(), "run", "--quiet", "--frozen", "--project", str(REPO / "bench"), "python", str(REPO / "bench" / "dbt_dags.py"), mode]
-            + ["--ds", D.isoformat(), "--manifest", str(manifest_path)],
+            [*script, mode, "--ds", D.isoformat(), "--manifest", str(manifest_path)],
             {**stage_env(env, stages.DBT_STAGING), "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False", "DO_NOT_TRACK": "1"},
         )
         out[mode] = {**timed.result, "process_seconds": timed.seconds, "peak_rss_mb": timed.peak_rss_mb, "load": timed.load}
@@ -382,7 +390,7 @@ def print_table(label: str, rows: list[Row]) -> None:
 
 def print_growth(results: dict[str, dict[str, Any]]) -> None:
     labels = list(results)
-    for small, large in zip(labels, labels[1:], strict=False):
+    for small, large in itertools.pairwise(labels):
         a = {r["name"]: r for r in results[small]["rows"]}
         b = {r["name"]: r for r in results[large]["rows"]}
         print(f"\n== growth {small} -> {large}: time x (rows x); linear means the two agree")
@@ -423,9 +431,13 @@ def print_ratios(label: str, facts: dict[str, Any]) -> None:
         f"    to_sql / ingest            x{r['to_sql / ingest (process)']:6.1f} (process), x{r['to_sql / ingest (load)']:.1f} (load)"
         f"   target >= {TARGETS['ingest_vs_to_sql']:.0f}"
     )
-    print(f"    ingest / plain COPY        x{r['ingest (process) / plain COPY']:6.2f} (process), x{r['ingest (load) / plain COPY']:.2f} (load)")
     print(
-        f"  dbt daily incremental for D (3 layers) vs --full-refresh for D-1 (3 layers): wall {inc['incremental_wall']:.1f} / {inc['full_wall']:.1f} s,"
+        f"    ingest / plain COPY        x{r['ingest (process) / plain COPY']:6.2f} (process),"
+        f" x{r['ingest (load) / plain COPY']:.2f} (load)"
+    )
+    print(
+        "  dbt daily incremental for D (3 layers) vs --full-refresh for D-1 (3 layers):"
+        f" wall {inc['incremental_wall']:.1f} / {inc['full_wall']:.1f} s,"
         f" dbt exec {inc['incremental_dbt_exec']:.1f} / {inc['full_dbt_exec']:.1f} s (load {inc['load']})"
     )
     print(
@@ -436,11 +448,15 @@ def print_ratios(label: str, facts: dict[str, Any]) -> None:
         f"  predictor, {pred['rows']:,} rows: process {pred['predict_process_seconds']:.1f} s, write {pred['predict_write_seconds']:.2f} s,"
         f" plain COPY {pred['plain_copy_seconds']:.2f} s (load {pred['load']})"
     )
-    print(f"    predict / plain COPY       x{r['predict (process) / plain COPY']:6.1f} (process), x{r['predict (write) / plain COPY']:.1f} (write)")
+    print(
+        f"    predict / plain COPY       x{r['predict (process) / plain COPY']:6.1f} (process),"
+        f" x{r['predict (write) / plain COPY']:.1f} (write)"
+    )
     if "cosmos" in facts:
         c = facts["cosmos"]
         print(
-            f"  daily dbt for D under dag.test(), each from a copy of the same state: layers {c['layers']['run_seconds']:.1f} s ({c['layers']['tasks']} tasks),"
+            "  daily dbt for D under dag.test(), each from a copy of the same state:"
+            f" layers {c['layers']['run_seconds']:.1f} s ({c['layers']['tasks']} tasks),"
             f" cosmos {c['cosmos']['run_seconds']:.1f} s ({c['cosmos']['tasks']} tasks) (load {c['layers']['load']}/{c['cosmos']['load']})"
         )
         print(f"    cosmos / layers            x{r['cosmos / layers (dag run)']:6.2f}   target >= {TARGETS['layers_vs_cosmos']:.0f}")
@@ -483,7 +499,7 @@ def main() -> None:
     )
     total = time.perf_counter() - started
     print(f"\n== total {total / 60:.1f} min; load average at start {load_start}, at end {load_average()}")
-    out = BENCH_DATA / "bench.json"
+    out = BENCH_DATA / "json"
     out.write_text(
         json.dumps({"scales": results, "dag_parse": parse, "total_seconds": total, "load_start": load_start}, indent=2, default=str)
     )

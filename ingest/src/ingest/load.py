@@ -287,7 +287,9 @@ def load(conn: psycopg.Connection, files: dict[str, list[Path]], *, ds: date | N
             # created (from a second connection) before this transaction has truncated anything,
             # because catalog lookups slow down while an open transaction holds hundreds of
             # rewritten partitions (the DDL of a two-year backfill took twice as long)
-            staged = {name: _stage_history(conn, TABLES[name], paths, results.setdefault(name, TableLoad(name))) for name, paths in files.items()}
+            staged = {}
+            for name, paths in files.items():
+                staged[name] = _stage_history(conn, TABLES[name], paths, results.setdefault(name, TableLoad(name)))
             with _ddl_connection(conn) as ddl_conn:
                 for name, history in staged.items():
                     history.new_days = set(ensure_partitions(ddl_conn, TABLES[name], history.days))
@@ -348,7 +350,8 @@ def _replace_history(conn: psycopg.Connection, table: TableContract, history: St
     # concurrent load of one of those days committed rows in between; it replaces those too)
     old_days = [d for d in days if d not in history.new_days]
     if old_days:
-        conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, partition_name(table, d)) for d in old_days)))
+        partitions = sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, partition_name(table, d)) for d in old_days)
+        conn.execute(sql.SQL("truncate {}").format(partitions))
     if history.new_days:
         conn.execute(
             sql.SQL("delete from {} where _partition_date = any(%s)").format(sql.Identifier(RAW_SCHEMA, table.name)),
