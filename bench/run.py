@@ -30,7 +30,7 @@ Then, on the same data in the same run, the comparisons (printed as ratios):
 
 Every figure carries the 1-minute load average when it started (the machine is shared). Prints one
 table per scale, growth from one scale to the next, the ratios against the issue's targets; writes
-everything to `.data/bench/json`.
+everything to `.data/bench/bench.json`.
 """
 
 from __future__ import annotations
@@ -499,7 +499,7 @@ def main() -> None:
     )
     total = time.perf_counter() - started
     print(f"\n== total {total / 60:.1f} min; load average at start {load_start}, at end {load_average()}")
-    out = BENCH_DATA / "json"
+    out = BENCH_DATA / "bench.json"
     out.write_text(
         json.dumps({"scales": results, "dag_parse": parse, "total_seconds": total, "load_start": load_start}, indent=2, default=str)
     )
