@@ -103,7 +103,11 @@ def cosmos_dag(ds: date, manifest: Path) -> Any:
             invocation_mode=InvocationMode.SUBPROCESS,  # dbt lives in its own environment, as in ours
             dbt_executable_path=str(project / ".venv" / "bin" / "dbt"),
         ),
-        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.BUILD),
+        # BUILD (default here): one task per model; cosmos's own default, AFTER_EACH, renders a run task
+        # and a test task per model (BENCH_COSMOS_TEST_BEHAVIOR=after_each)
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior(os.environ.get("BENCH_COSMOS_TEST_BEHAVIOR", "build"))
+        ),
     )
 
 

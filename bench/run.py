@@ -349,7 +349,7 @@ def manifest(base: Mapping[str, str]) -> Path:
     return target / "manifest.json"
 
 
-def layers_vs_cosmos(base: Mapping[str, str], clones: Mapping[str, str], manifest_path: Path) -> dict[str, Any]:
+def layers_vs_cosmos(base: Mapping[str, str], clones: Mapping[str, str], manifest_path: Path, test_behavior: str) -> dict[str, Any]:
     """Both DAGs under `dag.test()` for D, each in its own copy of the same state (history built for D-1,
     D landed): the daily dbt work, models and tests, done once per layer or once per model."""
     out: dict[str, Any] = {}
@@ -358,7 +358,12 @@ def layers_vs_cosmos(base: Mapping[str, str], clones: Mapping[str, str], manifes
         script = [uv(), "run", "--quiet", "--frozen", "--project", str(REPO / "bench"), "python", str(REPO / "bench" / "dbt_dags.py")]
         timed = run_timed(
             [*script, mode, "--ds", D.isoformat(), "--manifest", str(manifest_path)],
-            {**stage_env(env, stages.DBT_STAGING), "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False", "DO_NOT_TRACK": "1"},
+            {
+                **stage_env(env, stages.DBT_STAGING),
+                "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+                "DO_NOT_TRACK": "1",
+                "BENCH_COSMOS_TEST_BEHAVIOR": test_behavior,
+            },
         )
         out[mode] = {**timed.result, "process_seconds": timed.seconds, "peak_rss_mb": timed.peak_rss_mb, "load": timed.load}
         print(f"  {mode:<8} dag.test(): run {timed.result['run_seconds']:.1f} s, {timed.result['tasks']} tasks (load {timed.load})")
@@ -457,7 +462,8 @@ def print_ratios(label: str, facts: dict[str, Any]) -> None:
         print(
             "  daily dbt for D under dag.test(), each from a copy of the same state:"
             f" layers {c['layers']['run_seconds']:.1f} s ({c['layers']['tasks']} tasks),"
-            f" cosmos {c['cosmos']['run_seconds']:.1f} s ({c['cosmos']['tasks']} tasks) (load {c['layers']['load']}/{c['cosmos']['load']})"
+            f" cosmos ({c.get('test_behavior', 'build')}) {c['cosmos']['run_seconds']:.1f} s ({c['cosmos']['tasks']} tasks)"
+            f" (load {c['layers']['load']}/{c['cosmos']['load']})"
         )
         print(f"    cosmos / layers            x{r['cosmos / layers (dag run)']:6.2f}   target >= {TARGETS['layers_vs_cosmos']:.0f}")
 
@@ -466,6 +472,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--scale", default="5k,50k", help=f"comma-separated customer counts, e.g. {','.join(SCALES)}")
     parser.add_argument("--skip-cosmos", action="store_true", help="leave out the cosmos comparison")
+    parser.add_argument(
+        "--cosmos-test-behavior",
+        choices=["build", "after_each"],
+        default="build",
+        help="cosmos TestBehavior: build = one task per model (default); after_each = cosmos's default, run and test tasks",
+    )
     parser.add_argument("--parse-repeats", type=int, default=3, help="fresh interpreters per DAG file (median)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases (bench_<scale>)")
     args = parser.parse_args()
@@ -482,7 +494,8 @@ def main() -> None:
         clones = facts.pop("clones")
         if clones:
             manifest_path = manifest_path or manifest(env)
-            facts["cosmos"] = layers_vs_cosmos(env, clones, manifest_path)
+            facts["cosmos"] = layers_vs_cosmos(env, clones, manifest_path, args.cosmos_test_behavior)
+            facts["cosmos"]["test_behavior"] = args.cosmos_test_behavior
         results[label] = {"rows": [{**asdict(r), "rows_per_second": r.rows_per_second} for r in rows], **facts}
         results[label]["ratios"] = ratios(facts)
         if not args.keep:
