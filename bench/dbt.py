@@ -32,6 +32,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from _common import conninfo
 from mlp_common.embedded import ensure_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,18 +94,13 @@ from lines
 """
 
 
-def _conninfo(env: dict[str, str], dbname: str) -> str:
-    keys = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGPASSWORD": "password", "PGSSLMODE": "sslmode"}
-    return psycopg.conninfo.make_conninfo(dbname=dbname, **{keys[k]: v for k, v in env.items() if k in keys and v})
-
-
 def generate(env: dict[str, str], dbname: str, customers: int, days: int, ds: date) -> int:
     start = ds - timedelta(days=days)
-    admin = _conninfo(env, env.get("PGDATABASE") or "postgres")
+    admin = conninfo(env, env.get("PGDATABASE") or "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
-    with psycopg.connect(_conninfo(env, dbname), autocommit=True) as conn:
+    with psycopg.connect(conninfo(env, dbname), autocommit=True) as conn:
         create_raw_tables(conn, customers=True)
         create_partitions(conn, "customers", (start - timedelta(days=d) for d in range(400)))
         create_partitions(conn, "transactions", (start + timedelta(days=d) for d in range(days + 1)))
@@ -181,7 +177,7 @@ def main() -> None:
         full, incremental = bench({**base_env, "PGDATABASE": dbname}, ds)
         report(str(customers), str(rows), full, incremental)
         if not args.keep:
-            with psycopg.connect(_conninfo(base_env, base_env.get("PGDATABASE") or "postgres"), autocommit=True) as conn:
+            with psycopg.connect(conninfo(base_env, base_env.get("PGDATABASE") or "postgres"), autocommit=True) as conn:
                 conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
 
 

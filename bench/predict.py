@@ -33,6 +33,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "predictor"))
 from onnx_model import create_features_mart, fill_features, register_model
 
+from _common import conninfo, drop_database
 from mlp_common.embedded import ensure_warehouse
 from predictor.features import feature_columns
 from predictor.predict import DEFAULT_CHUNK_BYTES, Shard, _CopyStream, _csv_reader, _select
@@ -40,11 +41,6 @@ from predictor.scoring import Scorer
 
 D = date(2025, 6, 1)
 GB = 1024**3
-
-
-def conninfo(env: dict[str, str]) -> str:
-    keys = {"PGHOST": "host", "PGPORT": "port", "PGDATABASE": "dbname", "PGUSER": "user", "PGPASSWORD": "password", "PGSSLMODE": "sslmode"}
-    return psycopg.conninfo.make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys and v})
 
 
 def copy_floor(conn: psycopg.Connection, n: int) -> float:
@@ -193,18 +189,6 @@ def main() -> None:
         print("acceptance (first single-shard run):", "PASS" if ok else "FAIL")
     finally:
         drop_database(server, name)
-
-
-def drop_database(server: dict[str, str], name: str) -> None:
-    """Drop the scratch database; an autovacuum worker on it (not ours to terminate) may delay that a little."""
-    for _ in range(30):
-        try:
-            with psycopg.connect(conninfo(server), autocommit=True) as admin:
-                admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-            return
-        except psycopg.errors.InsufficientPrivilege:
-            time.sleep(1)
-    print(f"could not drop scratch database {name}; drop it by hand", file=sys.stderr)
 
 
 if __name__ == "__main__":

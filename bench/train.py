@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from _common import conninfo
 from mlp_common.embedded import ensure_warehouse
 from trainer.synthetic import load_training_set, make_training_set
 
@@ -33,20 +34,15 @@ RSS_TARGET_MB = 3 * 1024
 RATIO_TARGET = 2.0
 
 
-def _conninfo(env: dict[str, str], database: str) -> str:
-    keys = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGPASSWORD": "password", "PGSSLMODE": "sslmode"}
-    return psycopg.conninfo.make_conninfo(dbname=database, **{keys[k]: v for k, v in env.items() if k in keys and v})
-
-
 def bench(rows: int, server: dict[str, str], cutoffs: int) -> dict[str, float]:
     database = f"bench_trainer_{uuid.uuid4().hex[:8]}"
     admin = server.get("PGDATABASE", "postgres")
-    with psycopg.connect(_conninfo(server, admin), autocommit=True) as conn:
+    with psycopg.connect(conninfo(server, admin), autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
     try:
         started = time.perf_counter()
         table = make_training_set(rows, cutoffs, seed=0)
-        with psycopg.connect(_conninfo(server, database)) as conn:
+        with psycopg.connect(conninfo(server, database)) as conn:
             load_training_set(conn, table)
         del table
         prepare_s = time.perf_counter() - started
@@ -71,7 +67,7 @@ def bench(rows: int, server: dict[str, str], cutoffs: int) -> dict[str, float]:
                 raise SystemExit(f"trainer failed at {rows} rows: {stderr.strip()}")
             result = json.loads(result_path.read_text())
     finally:
-        with psycopg.connect(_conninfo(server, admin), autocommit=True) as conn:
+        with psycopg.connect(conninfo(server, admin), autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
     timings = result["timings"]
     return {

@@ -20,13 +20,20 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from ingest.contract import RAW_SCHEMA, TABLES, TableContract, ddl, partition_ddl, partition_name
-from ingest.parse import CsvReader, Rejected
+from ingest.parse import CHUNK_BYTES, CsvReader, Rejected
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger
 from mlp_common.warehouse import lock_for_transaction
 
 log = get_logger("ingest.load")
 SUFFIXES = (".csv", ".parquet")
+# Partitions created per DDL transaction: each holds the parent's exclusive lock only briefly (a
+# few milliseconds a partition), and a backfill of two years commits 8 times instead of 730.
+PARTITIONS_PER_TRANSACTION = 100
+# Files at least this big are sent by a worker thread (parsing the next block overlaps the server's
+# COPY work); for the small day files of a backfill, starting and joining a thread per file cost
+# more than the overlap saves.
+QUEUED_WRITER_MIN_BYTES = 2 * CHUNK_BYTES
 
 
 @dataclass
@@ -169,6 +176,15 @@ def _new_batch(conn: psycopg.Connection, table: TableContract, path: Path, mode:
     return int(row[0])
 
 
+def _writer(cur: psycopg.Cursor, path: Path) -> QueuedLibpqWriter | None:
+    """The queued writer (a worker thread) for big files, psycopg's default (same thread) for small ones."""
+    try:
+        big = path.stat().st_size >= QUEUED_WRITER_MIN_BYTES
+    except OSError:
+        big = False
+    return QueuedLibpqWriter(cur) if big else None
+
+
 def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, target: sql.Composable, ds: date | None) -> FileLoad:
     """COPY one file as one load batch into `target`; its rejected lines go to the rejected table.
 
@@ -183,8 +199,7 @@ def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, targe
     columns = [*reader.header.columns, "_line_number"] + (["_partition_date"] if by_date else []) + list(constants)
     copy_sql = sql.SQL("copy {} ({}) from stdin with (format csv)").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
     try:
-        # the queued writer sends on a worker thread: parsing the next block overlaps the server's COPY work
-        with conn.cursor() as cur, cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
+        with conn.cursor() as cur, cur.copy(copy_sql, writer=_writer(cur, path)) as copy:
             for batch in reader.batches():
                 if batch.payload:
                     copy.write(batch.payload)
@@ -225,12 +240,15 @@ def _ddl_connection(conn: psycopg.Connection) -> psycopg.Connection:
     return psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True, application_name="ingest-ddl")
 
 
-def ensure_partitions(conn: psycopg.Connection, table: TableContract, days: list[date]) -> None:
-    """Create the day partitions that do not exist yet, each in a short transaction of its own
-    (`conn` is an autocommit connection).
+def ensure_partitions(conn: psycopg.Connection, table: TableContract, days: list[date]) -> list[date]:
+    """Create the day partitions that do not exist yet, in short transactions of their own
+    (`conn` is an autocommit connection), at most PARTITIONS_PER_TRANSACTION days each.
 
     Creating a partition locks the parent table exclusively, so it must not happen inside the
     (long) load transaction: that would block every other load and every reader until commit.
+    One transaction per partition, though, cost a commit (a WAL flush) per day: a two-year
+    backfill spent a quarter of its time there (bench/run.py, profiled with py-spy).
+    Returns the days whose partitions did not exist before.
     """
     existing = {
         r[0]
@@ -239,13 +257,14 @@ def ensure_partitions(conn: psycopg.Connection, table: TableContract, days: list
             (f"{RAW_SCHEMA}.{table.name}",),
         ).fetchall()
     }
-    for day in sorted(days):
-        name = partition_name(table, day)
-        if name in existing:
-            continue
+    missing = [day for day in sorted(days) if partition_name(table, day) not in existing]
+    for start in range(0, len(missing), PARTITIONS_PER_TRANSACTION):
         with conn.transaction():
-            lock_for_transaction(conn, "raw.partition", table.name, day.isoformat())
-            conn.execute(partition_ddl(table, day))  # type: ignore[arg-type]
+            for day in missing[start : start + PARTITIONS_PER_TRANSACTION]:
+                lock_for_transaction(conn, "raw.partition", table.name, day.isoformat())
+                # another loader may have created it since the query above (it held the same lock)
+                conn.execute(partition_ddl(table, day))  # type: ignore[arg-type]
+    return missing
 
 
 def load(conn: psycopg.Connection, files: dict[str, list[Path]], *, ds: date | None) -> dict[str, TableLoad]:
@@ -258,14 +277,25 @@ def load(conn: psycopg.Connection, files: dict[str, list[Path]], *, ds: date | N
                 ensure_partitions(ddl_conn, TABLES[name], [ds])
     results: dict[str, TableLoad] = {}
     with conn.transaction():
-        for name, paths in files.items():
-            table = TABLES[name]
-            stats = results[name] = TableLoad(name)
-            if ds is not None:
-                _load_day(conn, table, paths, ds, stats)
-            else:
-                _load_history(conn, table, paths, stats)
-            log.info("loaded %s", name, extra={"fields": {"table": name, **stats.as_dict()}})
+        if ds is not None:
+            for name, paths in files.items():
+                stats = results[name] = TableLoad(name)
+                _load_day(conn, TABLES[name], paths, ds, stats)
+                log.info("loaded %s", name, extra={"fields": {"table": name, **stats.as_dict()}})
+        else:
+            # every table's files first, then every partition, then the replacements: partitions are
+            # created (from a second connection) before this transaction has truncated anything,
+            # because catalog lookups slow down while an open transaction holds hundreds of
+            # rewritten partitions (the DDL of a two-year backfill took twice as long)
+            staged = {}
+            for name, paths in files.items():
+                staged[name] = _stage_history(conn, TABLES[name], paths, results.setdefault(name, TableLoad(name)))
+            with _ddl_connection(conn) as ddl_conn:
+                for name, history in staged.items():
+                    history.new_days = set(ensure_partitions(ddl_conn, TABLES[name], history.days))
+            for name, history in staged.items():
+                _replace_history(conn, TABLES[name], history, results[name])
+                log.info("loaded %s", name, extra={"fields": {"table": name, **results[name].as_dict()}})
     return results
 
 
@@ -280,14 +310,24 @@ def _load_day(conn: psycopg.Connection, table: TableContract, paths: list[Path],
     stats.partitions = {ds}
 
 
-def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Path], stats: TableLoad) -> None:
-    """COPY every file into a staging table, then replace each day it covers with its rows.
+@dataclass
+class StagedHistory:
+    """A table's history files, COPYed into a temporary staging table: the days they cover, their batches."""
 
-    The days are known only once the files are read, so their partitions are created from a second
-    connection (this transaction holds no lock on the parent yet), then truncated and refilled here.
+    staging: sql.Identifier
+    days: list[date]
+    batches: list[int]
+    new_days: set[date] = field(default_factory=set)  # partitions this load created (empty, unless a concurrent load filled one)
+
+
+def _stage_history(conn: psycopg.Connection, table: TableContract, paths: list[Path], stats: TableLoad) -> StagedHistory:
+    """COPY every file into a staging table; the days are known only once the files are read.
+
+    Their partitions are then created from a second connection (this transaction holds no lock on
+    the parent yet) and `_replace_history` truncates and refills them here.
     """
     staging = sql.Identifier(f"ingest_history_{table.name}")
-    # spelled out, not `like raw.<table>`: that would lock the parent and deadlock with the DDL below
+    # spelled out, not `like raw.<table>`: that would lock the parent and deadlock with the partition DDL
     columns: list[sql.Composable] = [sql.SQL("{} text").format(sql.Identifier(c)) for c in table.columns]
     columns += [sql.SQL("_line_number bigint not null, _partition_date date not null, _batch_id bigint not null")]
     conn.execute(sql.SQL("create temporary table {} ({}) on commit drop").format(staging, sql.SQL(", ").join(columns)))
@@ -297,12 +337,26 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
         stats.add(loaded)
         batches.append(loaded.batch_id)
     days = [r[0] for r in conn.execute(sql.SQL("select distinct _partition_date from {} order by 1").format(staging)).fetchall()]
-    with _ddl_connection(conn) as ddl_conn:
-        ensure_partitions(ddl_conn, table, days)
+    return StagedHistory(staging, days, batches)
+
+
+def _replace_history(conn: psycopg.Connection, table: TableContract, history: StagedHistory, stats: TableLoad) -> None:
+    """Replace each day the staged files cover with their rows (the partitions exist by now)."""
+    staging, days, batches = history.staging, history.days, history.batches
     for day in days:
         lock_for_transaction(conn, "raw", table.name, day.isoformat())
-    if days:
-        conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, partition_name(table, d)) for d in days)))
+    # TRUNCATE gives each partition a new file: for the hundreds a backfill has just created (empty)
+    # that cost more than the load itself; one DELETE empties them instead (a no-op unless a
+    # concurrent load of one of those days committed rows in between; it replaces those too)
+    old_days = [d for d in days if d not in history.new_days]
+    if old_days:
+        partitions = sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, partition_name(table, d)) for d in old_days)
+        conn.execute(sql.SQL("truncate {}").format(partitions))
+    if history.new_days:
+        conn.execute(
+            sql.SQL("delete from {} where _partition_date = any(%s)").format(sql.Identifier(RAW_SCHEMA, table.name)),
+            (sorted(history.new_days),),
+        )
     names = sql.SQL(", ").join(map(sql.Identifier, [*table.columns, "_line_number", "_partition_date", "_batch_id"]))
     conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(sql.Identifier(RAW_SCHEMA, table.name), names, names, staging))
     conn.execute(
