@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from mlp_common.embedded import ensure_warehouse
+from tests import reliability_counts
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +58,31 @@ def db(warehouse: dict[str, str]) -> Iterator[psycopg.Connection]:
 def stage_env(**overrides: str) -> dict[str, str]:
     """The environment for a stage subprocess: the current one (PG* included) plus overrides."""
     return {**os.environ, **overrides}
+
+
+@dataclass
+class ReliabilityTally:
+    """What one reliability test injected, tried and lost; written to the counts file at teardown."""
+
+    faults_injected: int = 0
+    faults_survived: int = 0
+    bad_inputs: int = 0
+    lines_lost: int = 0
+
+    def fault(self, survived: bool = True) -> None:
+        self.faults_injected += 1
+        self.faults_survived += int(survived)
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest) -> Iterator[ReliabilityTally]:
+    """Count faults and bad inputs of a `test_reliability_*` test (see tests/reliability_counts.py)."""
+    tally = ReliabilityTally()
+    yield tally
+    reliability_counts.record(request.node.nodeid, **vars(tally))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = reliability_counts.read(session=os.getpid())
+    if lines:
+        terminalreporter.write_line(reliability_counts.format_totals(reliability_counts.totals(lines)))
