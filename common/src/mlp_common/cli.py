@@ -31,6 +31,7 @@ def fail(stage: str, message: str, code: int) -> NoReturn:
 def run_app(app: typer.Typer, stage: str, args: list[str] | None = None) -> NoReturn:
     """Entry point of every stage CLI: `if __name__ == "__main__": run_app(app, "ingest")`."""
     set_context(stage=stage)
+    get_logger(stage)  # configure logging first: driver warnings too become JSON lines on stdout, never stray stderr lines
     try:
         returned = app(args=args, standalone_mode=False)
     except typer.Exit as exc:
