@@ -18,6 +18,7 @@ from psycopg import sql
 
 from mlp_common.embedded import ensure_warehouse
 from tests import reliability_counts
+from tests.db_helpers import conninfo
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,7 @@ def warehouse(warehouse_server: dict[str, str], monkeypatch: pytest.MonkeyPatch)
     """A fresh, empty database for one test; PG* variables point at it for the test's duration."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = {**warehouse_server, "PGDATABASE": warehouse_server.get("PGDATABASE", "postgres")}
-    with psycopg.connect(_conninfo(admin), autocommit=True) as conn:
+    with psycopg.connect(conninfo(admin), autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     env = {**warehouse_server, "PGDATABASE": name}
     for key, value in env.items():
@@ -39,19 +40,14 @@ def warehouse(warehouse_server: dict[str, str], monkeypatch: pytest.MonkeyPatch)
     try:
         yield env
     finally:
-        with psycopg.connect(_conninfo(admin), autocommit=True) as conn:
+        with psycopg.connect(conninfo(admin), autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-
-
-def _conninfo(env: dict[str, str]) -> str:
-    keys = {"PGHOST": "host", "PGPORT": "port", "PGDATABASE": "dbname", "PGUSER": "user", "PGPASSWORD": "password", "PGSSLMODE": "sslmode"}
-    return psycopg.conninfo.make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys and v})
 
 
 @pytest.fixture
 def db(warehouse: dict[str, str]) -> Iterator[psycopg.Connection]:
     """An autocommit connection to the test's database."""
-    with psycopg.connect(_conninfo(warehouse), autocommit=True) as conn:
+    with psycopg.connect(conninfo(warehouse), autocommit=True) as conn:
         yield conn
 
 

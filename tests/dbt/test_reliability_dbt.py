@@ -25,7 +25,7 @@ import pytest
 from psycopg import sql
 
 from mlp_common.warehouse import RAW_LOAD_LOCK, session_lock
-from tests.conftest import _conninfo
+from tests.db_helpers import conninfo, wait_for_sessions_to_end
 from tests.dbt.dbt_helpers import build_all, dbt_stage, stage_env, table_rows
 from tests.dbt.raw_fixtures import TRANSACTION_COLUMNS, create_partitions, insert_rows, load_fixture
 
@@ -44,7 +44,7 @@ def snapshot(db: psycopg.Connection) -> dict[str, list[tuple]]:
 
 
 def admin(server: dict[str, str]) -> psycopg.Connection:
-    return psycopg.connect(_conninfo({**server, "PGDATABASE": server.get("PGDATABASE", "postgres")}), autocommit=True)
+    return psycopg.connect(conninfo({**server, "PGDATABASE": server.get("PGDATABASE", "postgres")}), autocommit=True)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def world_template(warehouse_server: dict[str, str], tmp_path_factory: pytest.Te
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        with psycopg.connect(_conninfo(env), autocommit=True) as conn:
+        with psycopg.connect(conninfo(env), autocommit=True) as conn:
             load_fixture(conn)
         build_all(tmp_path_factory.mktemp("world"), D)
         yield name
@@ -81,7 +81,7 @@ def copy_of(template: str, server: dict[str, str], monkeypatch: pytest.MonkeyPat
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     try:
-        with psycopg.connect(_conninfo(env), autocommit=True) as conn:
+        with psycopg.connect(conninfo(env), autocommit=True) as conn:
             yield conn
     finally:
         with admin(server) as conn:
@@ -227,14 +227,6 @@ def test_reliability_sigkill_mid_build_leaves_old_or_new_tables(
             retry = dbt_stage(tmp_path, "build", "--layer", "all", "--ds", D)
             assert retry.returncode == 0, retry.stderr
             assert snapshot(db) == new
-
-
-def wait_for_sessions_to_end(db: psycopg.Connection) -> None:
-    deadline = time.monotonic() + 30
-    others = "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
-    while db.execute(others).fetchone() != (0,):
-        assert time.monotonic() < deadline, "the killed build's sessions never ended"
-        time.sleep(0.1)
 
 
 def test_reliability_schema_drift_in_raw_and_in_an_incremental_model(world: psycopg.Connection, tmp_path: Path, reliability) -> None:

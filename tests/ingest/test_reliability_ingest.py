@@ -29,6 +29,7 @@ from ingest.contract import TABLES
 from ingest.load import ensure_schema, load
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.warehouse import connect
+from tests.db_helpers import wait_for_sessions_to_end
 from tests.ingest.helpers import TX_HEADER, write_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -274,14 +275,6 @@ def copy_progress(db: psycopg.Connection) -> int | None:
     return None if row is None else int(row[0])
 
 
-def wait_for_sessions_to_end(db: psycopg.Connection, name: str = "ingest") -> None:
-    deadline = time.monotonic() + 20
-    query = "select count(*) from pg_stat_activity where application_name like %s and datname = current_database()"
-    while db.execute(query, (f"{name}%",)).fetchone() != (0,):
-        assert time.monotonic() < deadline, "the killed loader's session never ended"
-        time.sleep(0.05)
-
-
 def test_reliability_sigkill_during_copy_leaves_the_old_day_or_the_new_one(landing, run_ingest, db, warehouse, tmp_path, reliability):
     """Kill `ingest load` with SIGKILL at random points of its write (mid-COPY by progress, or after a
     random delay): the day is then exactly the old load or exactly the new one, and a retry completes."""
@@ -308,7 +301,7 @@ def test_reliability_sigkill_during_copy_leaves_the_old_day_or_the_new_one(landi
         finally:
             proc.wait(timeout=60)
         killed = proc.returncode == -signal.SIGKILL
-        wait_for_sessions_to_end(db)
+        wait_for_sessions_to_end(db, "ingest%")
         state = day_state(db)
         assert state in (old, new), f"killed at {kind}={point}: the day shows {state}, neither old {old} nor new {new}"
         lost = lines_lost(db, DS, new_content) if state == new else 0
