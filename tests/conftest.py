@@ -11,12 +11,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from mlp_common.embedded import ensure_warehouse
+from mlp_common.embedded import ensure_warehouse, start_embedded, stop_embedded
 from tests import reliability_counts
 from tests.db_helpers import conninfo
 
@@ -54,6 +55,19 @@ def db(warehouse: dict[str, str]) -> Iterator[psycopg.Connection]:
 def stage_env(**overrides: str) -> dict[str, str]:
     """The environment for a stage subprocess: the current one (PG* included) plus overrides."""
     return {**os.environ, **overrides}
+
+
+@pytest.fixture
+def private_warehouse(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An embedded PostgreSQL of the test's own (never the shared one), which the test may restart;
+    PG* point at it. Yields its state folder (for `tests.faults.restart_warehouse_under`)."""
+    root = tmp_path_factory.mktemp("private-warehouse")
+    for key, value in start_embedded(root).items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield root
+    finally:
+        stop_embedded(root)
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from mlp_common.warehouse import RAW_LOAD_LOCK, session_lock
 from tests.db_helpers import conninfo, wait_for_sessions_to_end
 from tests.dbt.dbt_helpers import build_all, dbt_stage, stage_env, table_rows
 from tests.dbt.raw_fixtures import TRANSACTION_COLUMNS, create_partitions, insert_rows, load_fixture
+from tests.faults import kill_after
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.reliability]
 
@@ -213,11 +213,7 @@ def test_reliability_sigkill_mid_build_leaves_old_or_new_tables(
             insert_rows(db, "transactions", TRANSACTION_COLUMNS, late)
             delay = rng.uniform(0.3, 0.9) * full_seconds
             proc = spawn_build(tmp_path, "all", D, f"kill{attempt}")
-            time.sleep(delay)
-            killed = proc.poll() is None
-            if killed:
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=60)
+            killed = kill_after(proc, delay)
             wait_for_sessions_to_end(db)
             state = snapshot(db)
             for relation in TABLES:

@@ -30,6 +30,7 @@ from ingest.load import ensure_schema, load
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.warehouse import connect
 from tests.db_helpers import wait_for_sessions_to_end
+from tests.faults import failed_cleanly_and_retryably, restart_warehouse_under
 from tests.ingest.helpers import TX_HEADER, write_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -411,48 +412,36 @@ def test_reliability_full_landing_folder_leaves_whole_days_only(tmp_path, run_in
         subprocess.run(["umount", "-l", str(landing)], check=False)
 
 
-def test_reliability_warehouse_restart_mid_copy_fails_cleanly_and_the_retry_succeeds(landing, tmp_path_factory, monkeypatch, reliability):
+def test_reliability_warehouse_restart_mid_copy_fails_cleanly_and_the_retry_succeeds(landing, private_warehouse, reliability):
     """A private embedded PostgreSQL (never the shared one) restarted while `ingest load` is inside
     its COPY: exit 50 (retried by the DAG), one stderr line, nothing of the day committed; the
     retry lands every line."""
-    from mlp_common.embedded import start_embedded, stop_embedded
-
-    root = tmp_path_factory.mktemp("private-warehouse")
-    env = start_embedded(root)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    try:
-        content = big_day(300_000, seed=3)
-        write_day(landing, "transactions", DAY, content)
-        with psycopg.connect("", autocommit=True) as db:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ingest.cli", "load", "--ds", DAY, "--source", str(landing)],
-                env={**os.environ, "PIPELINE_RESULT_PATH": str(landing / "r.json")},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            while proc.poll() is None and not copy_progress(db):
-                time.sleep(0.005)
-        assert proc.poll() is None, "the load finished before the restart: make the file bigger"
-        stop_embedded(root)
-        start_embedded(root)
-        _, err = proc.communicate(timeout=120)
-        reliability.fault(survived=proc.returncode == ExitCode.WAREHOUSE_UNAVAILABLE)
-        assert proc.returncode == ExitCode.WAREHOUSE_UNAVAILABLE, err
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-        with psycopg.connect("", autocommit=True) as db:
-            assert day_state(db) == (0, 0, 0)
-            retry = subprocess.run(
-                [sys.executable, "-m", "ingest.cli", "load", "--ds", DAY, "--source", str(landing)],
-                env={**os.environ, "PIPELINE_RESULT_PATH": str(landing / "r.json")},
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert retry.returncode == 0, retry.stderr
-            lost = lines_lost(db, DS, content)
-            reliability.lines_lost += lost
-            assert lost == 0
-    finally:
-        stop_embedded(root)
+    content = big_day(300_000, seed=3)
+    write_day(landing, "transactions", DAY, content)
+    with psycopg.connect("", autocommit=True) as db:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest.cli", "load", "--ds", DAY, "--source", str(landing)],
+            env={**os.environ, "PIPELINE_RESULT_PATH": str(landing / "r.json")},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        while proc.poll() is None and not copy_progress(db):
+            time.sleep(0.005)
+    assert proc.poll() is None, "the load finished before the restart: make the file bigger"
+    code, err = restart_warehouse_under(proc, private_warehouse)
+    reliability.fault(survived=failed_cleanly_and_retryably(code, err))
+    assert failed_cleanly_and_retryably(code, err), (code, err)
+    with psycopg.connect("", autocommit=True) as db:
+        assert day_state(db) == (0, 0, 0)
+        retry = subprocess.run(
+            [sys.executable, "-m", "ingest.cli", "load", "--ds", DAY, "--source", str(landing)],
+            env={**os.environ, "PIPELINE_RESULT_PATH": str(landing / "r.json")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert retry.returncode == 0, retry.stderr
+        lost = lines_lost(db, DS, content)
+        reliability.lines_lost += lost
+        assert lost == 0

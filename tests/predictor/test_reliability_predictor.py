@@ -20,8 +20,8 @@ import pytest
 from psycopg import sql
 
 from mlp_common import registry
-from mlp_common.embedded import start_embedded, stop_embedded
 from mlp_common.exit_codes import ExitCode, StageError
+from tests.faults import failed_cleanly_and_retryably, restart_warehouse_under
 from tests.predictor.onnx_model import DEFAULT_COLUMNS, FEATURES_TABLE, create_features_mart, fill_features, register_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -128,23 +128,9 @@ def test_reliability_hostile_feature_names_stay_identifiers(db, tmp_path, reliab
     assert db.execute("select to_regclass('public.x') is not null").fetchone() == (True,)
 
 
-@pytest.fixture
-def private_warehouse(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """An embedded PostgreSQL of this test's own (never the shared one), which the test may restart."""
-    root = tmp_path_factory.mktemp("private-warehouse")
-    env = start_embedded(root)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    try:
-        yield root, env
-    finally:
-        stop_embedded(root)
-
-
 def test_reliability_warehouse_restart_mid_run_fails_cleanly_and_the_retry_succeeds(private_warehouse, tmp_path, reliability) -> None:
     """Restart the warehouse while the predictor streams its blocks: the run ends with exit 50 (the
     DAG retries it) and one stderr line, no partial batch is visible, and the retry completes."""
-    root, _ = private_warehouse
     with psycopg.connect("", autocommit=True) as db:
         create_features_mart(db)
         fill_features(db, D, 3000)
@@ -160,12 +146,9 @@ def test_reliability_warehouse_restart_mid_run_fails_cleanly_and_the_retry_succe
     for line in proc.stdout:
         if '"chunk staged"' in line:
             break
-    stop_embedded(root)  # a fast shutdown: sessions are terminated, as in a failover or a restart
-    start_embedded(root)
-    _, err = proc.communicate(timeout=120)
-    reliability.fault(survived=proc.returncode == ExitCode.WAREHOUSE_UNAVAILABLE)
-    assert proc.returncode == ExitCode.WAREHOUSE_UNAVAILABLE, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    code, err = restart_warehouse_under(proc, private_warehouse)
+    reliability.fault(survived=failed_cleanly_and_retryably(code, err))
+    assert failed_cleanly_and_retryably(code, err), (code, err)
     with psycopg.connect("", autocommit=True) as db:
         exists = db.execute("select to_regclass('ml.churn_predictions') is not null").fetchone()
         assert exists == (False,) or db.execute("select count(*) from ml.churn_predictions").fetchone() == (0,)
