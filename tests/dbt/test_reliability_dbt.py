@@ -27,7 +27,7 @@ from mlp_common.warehouse import RAW_LOAD_LOCK, session_lock
 from tests.db_helpers import conninfo, wait_for_sessions_to_end
 from tests.dbt.dbt_helpers import build_all, dbt_stage, stage_env, table_rows
 from tests.dbt.raw_fixtures import TRANSACTION_COLUMNS, create_partitions, insert_rows, load_fixture
-from tests.faults import kill_after
+from tests.faults import failed_cleanly_and_retryably, kill_after, restart_warehouse_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.reliability]
 
@@ -253,3 +253,22 @@ def test_reliability_schema_drift_in_raw_and_in_an_incremental_model(world: psyc
     (line,) = removed.stderr.strip().splitlines()
     assert "merchant_id" in line and "does not exist" in line, line
     assert snapshot(world) == before
+
+
+def test_reliability_warehouse_restart_mid_build_is_a_clean_retryable_failure(private_warehouse, tmp_path: Path, reliability) -> None:
+    """A private embedded PostgreSQL restarted once dbt is running models: exit 50 (the DAG retries
+    it), one stderr line, and the retry builds every layer."""
+    with psycopg.connect("", autocommit=True) as db:
+        load_fixture(db)
+        proc = spawn_build(tmp_path, "all", D, "restarted")
+        deadline = time.monotonic() + 300
+        running = "select count(*) from pg_stat_activity where application_name = 'dbt' and state = 'active'"
+        while proc.poll() is None and db.execute(running).fetchone() == (0,):
+            assert time.monotonic() < deadline, "dbt never started a query"
+            time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before the restart"
+    code, err = restart_warehouse_under(proc, private_warehouse)
+    reliability.fault(survived=failed_cleanly_and_retryably(code, err))
+    assert failed_cleanly_and_retryably(code, err), (code, err[-2000:])
+    retry = dbt_stage(tmp_path, "build", "--layer", "all", "--ds", D)
+    assert retry.returncode == 0, retry.stderr
