@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 DAY = "2024-03-05"
 DS = date.fromisoformat(DAY)
 COLUMNS = list(TABLES["transactions"].columns)
-PROPERTY_SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # --- the oracle -------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_reliability_random_bytes_are_a_clear_error_or_a_lossless_load(landing, 
         assert day_state(db) == before  # a refused file writes nothing
 
 
-@settings(PROPERTY_SETTINGS, max_examples=40)
+@settings(PROPERTY_SETTINGS, max_examples=30)
 @given(header=drifted_headers(), rows=st.integers(0, 5))
 def test_reliability_source_schema_drift_is_refused_and_writes_nothing(landing, db, reliability, header, rows) -> None:
     reliability.bad_inputs += 1
