@@ -14,6 +14,8 @@ export UV
 STAGES := common ingest dbt trainer predictor dags k8s images
 PROJECTS := . $(STAGES) bench
 PYTEST_ARGS ?=
+# the reliability tests append what they injected, tried and lost here; `make test` prints the totals
+export RELIABILITY_COUNTS ?= $(CURDIR)/.data/reliability/counts.jsonl
 MYPY_PATHS := $(wildcard common/src ingest/src trainer/src predictor/src dbt/src dags/*.py dags/ml_pipeline_lib bench/run.py bench/_common.py bench/dbt_dags.py bench/dag_parse.py)
 
 # The demo's data: two years of history for 5,000 customers, 0.5% of rows with planted defects.
@@ -67,10 +69,11 @@ demo: warehouse ## run the pipeline on generated data with the embedded warehous
 
 .PHONY: test
 test: warehouse lint lint-sql ## run every test this machine allows, each stage's in its own environment
-	@status=0; for s in $(STAGES); do \
+	@rm -f $(RELIABILITY_COUNTS); status=0; for s in $(STAGES); do \
 	  if [ -d tests/$$s ]; then echo "== tests/$$s (environment: $$s)"; \
 	    $(UV) run --quiet --project $$s pytest tests/$$s $(PYTEST_ARGS) || status=1; fi; \
-	done; exit $$status
+	done; echo "== reliability totals (every stage)"; \
+	$(UV) run --quiet --project . python tests/reliability_report.py $(RELIABILITY_COUNTS) || status=1; exit $$status
 
 .PHONY: lint
 lint: setup ## ruff (lint and format) and mypy over all Python code

@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg import sql
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.compose import ColumnTransformer
@@ -90,7 +91,7 @@ def _build(column_items: tuple[tuple[str, str], ...], n_train: int, seed: int) -
     frame, label = synthetic_frame(n_train, seed)
     for name in columns:
         if name not in frame:
-            frame[name] = np.nan if columns[name] not in ("text", "boolean") else "x"
+            frame[name] = (np.arange(len(frame)) % 7).astype(float) if columns[name] not in ("text", "boolean") else "x"
     x = to_model_inputs(frame, features)
     numeric = [f["name"] for f in features if f["type"] == "numeric"]
     categorical = [f["name"] for f in features if f["type"] == "categorical"]
@@ -156,17 +157,19 @@ def register_model(conn: psycopg.Connection, *, columns: dict[str, str] | None =
 
 def create_features_mart(conn: psycopg.Connection, columns: dict[str, str] | None = None) -> None:
     columns = columns or DEFAULT_COLUMNS
-    cols = ",\n    ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+    cols = sql.SQL(",\n    ").join(sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(sql_type)) for name, sql_type in columns.items())
     conn.execute("create schema if not exists marts")
     conn.execute(
-        f"""create table {FEATURES_TABLE} (
+        sql.SQL(
+            """create table {} (
     as_of_date date not null,
     customer_id text not null,
-    {cols},
+    {},
     _dbt_invocation_id text,
     _built_at timestamptz default now(),
     primary key (as_of_date, customer_id)
 )"""
+        ).format(sql.SQL(FEATURES_TABLE), cols)
     )
 
 

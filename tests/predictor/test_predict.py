@@ -100,7 +100,8 @@ def test_four_concurrent_shards_give_exactly_the_rows_of_one_run(scored_world: p
     assert rows(scored_world) == whole
 
 
-def test_sigkill_mid_write_leaves_previous_state_intact(scored_world: psycopg.Connection) -> None:
+@pytest.mark.reliability
+def test_sigkill_mid_write_leaves_previous_state_intact(scored_world: psycopg.Connection, reliability) -> None:
     predict(D, Shard())
     before_rows, before_batches = rows(scored_world), batches(scored_world)
     newer = register_model(scored_world, seed=99)  # a completed re-run would change every row's version
@@ -124,6 +125,7 @@ def test_sigkill_mid_write_leaves_previous_state_intact(scored_world: psycopg.Co
     assert proc.returncode == -signal.SIGKILL
     assert rows(scored_world) == before_rows
     assert batches(scored_world) == before_batches
+    reliability.fault()  # counted in the reliability totals (issue 10)
     # the server ends the dead session's transaction; a new run then completes normally
     deadline = time.monotonic() + 20
     while scored_world.execute("select count(*) from pg_stat_activity where application_name = 'predictor-writer'").fetchone() != (0,):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import traceback
 from typing import NoReturn
 
@@ -28,9 +29,27 @@ def fail(stage: str, message: str, code: int) -> NoReturn:
     sys.exit(int(code))
 
 
+def _quiet_side_errors(stage: str) -> None:
+    """Errors Python would print on stderr outside the main flow (an exception in a worker thread,
+    one ignored in a finaliser while a lost connection is torn down) become JSON log lines on
+    stdout: stderr keeps the stage's one error line, never a stray traceback."""
+    log = get_logger(stage)
+
+    def thread_error(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread else "?"
+        log.warning("error in thread %s: %s: %s", name, args.exc_type.__name__, args.exc_value)
+
+    def ignored_error(unraisable: sys.UnraisableHookArgs) -> None:
+        log.warning("error ignored in %r: %s: %s", unraisable.object, unraisable.exc_type.__name__, unraisable.exc_value)
+
+    threading.excepthook = thread_error
+    sys.unraisablehook = ignored_error
+
+
 def run_app(app: typer.Typer, stage: str, args: list[str] | None = None) -> NoReturn:
     """Entry point of every stage CLI: `if __name__ == "__main__": run_app(app, "ingest")`."""
     set_context(stage=stage)
+    _quiet_side_errors(stage)  # also configures logging first: driver warnings become JSON lines on stdout
     try:
         returned = app(args=args, standalone_mode=False)
     except typer.Exit as exc:

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     EMPTY_FILE = 13
     HEADER_MISMATCH = 14
     BAD_ARGUMENT = 15
+    LANDING_UNWRITABLE = 16  # ingest generate: the landing folder is full or read-only
     # data quality gates (dbt tests, drift that must stop a run)
     DATA_QUALITY = 20
     TRANSFORM_ERROR = 21  # dbt: a model or test failed to compile or run (project bug or bad var), not the data

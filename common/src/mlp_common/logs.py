@@ -47,5 +47,10 @@ def get_logger(name: str) -> logging.Logger:
         root.addHandler(handler)
         root.setLevel(os.environ.get("PIPELINE_LOG_LEVEL", "INFO").upper())
         root.propagate = False
+        # psycopg logs what it ignores while cleaning up a lost connection ("error ignored in
+        # rollback ..."); unhandled, Python prints those on stderr, around the stage's one error line
+        driver = logging.getLogger("psycopg")
+        driver.addHandler(handler)
+        driver.propagate = False
         _configured = True
     return logging.getLogger(f"mlp.{name}")

@@ -217,6 +217,23 @@ def load_artifact(conn: psycopg.Connection, version: ModelVersion) -> bytes:
     return artifact
 
 
+def _check_artifact(conn: psycopg.Connection, model_name: str, version: int) -> None:
+    """Refuse (ARTIFACT_INTEGRITY) to promote a version whose stored artifact fails its sha256: the
+    champion never points at a model the predictor would refuse, the previous one keeps serving."""
+    row = conn.execute(
+        "select artifact, artifact_sha256 from ml.model_versions where model_name = %s and version = %s for share", (model_name, version)
+    ).fetchone()
+    if row is None:
+        raise StageError(f"model version {version} of '{model_name}' is not in the registry", ExitCode.UNKNOWN_MODEL_VERSION)
+    actual = sha256(bytes(row[0]))
+    if actual != row[1]:
+        raise StageError(
+            f"artifact of model version {version} fails its integrity check (sha256 {actual[:12]}… != {row[1][:12]}…);"
+            " refusing to promote it, the champion is unchanged",
+            ExitCode.ARTIFACT_INTEGRITY,
+        )
+
+
 def promote(
     conn: psycopg.Connection,
     version: int,
@@ -232,6 +249,7 @@ def promote(
     race (the caller's comparison is stale); the decision is recorded either way.
     """
     with conn.transaction():
+        _check_artifact(conn, model_name, version)
         current = conn.execute("select version from ml.model_champion where model_name = %s for update", (model_name,)).fetchone()
         current_version = None if current is None else int(current[0])
         if current_version != compared_with:

@@ -42,6 +42,36 @@ def lock_for_transaction(conn: psycopg.Connection, *parts: str) -> None:
     conn.execute("select pg_advisory_xact_lock(%s)", (advisory_key(*parts),))
 
 
+# Locks shared by stages (keys for `session_lock`):
+# - RAW_LOAD: every ingest load holds it shared while it writes; a dbt build that reads raw
+#   incrementally holds it exclusively, so a load's rows are committed before the build reads raw
+#   or carry a `_loaded_at` later than anything the build saw (its watermark). Without it, a load
+#   that began before a build and committed after it would sit below the watermark for ever.
+# - DBT_BUILD: one dbt build at a time per database; intermediate and mart tables are shared by
+#   every date, and two concurrent delete+insert runs of the same date duplicate rows.
+RAW_LOAD_LOCK = ("raw", "load")
+DBT_BUILD_LOCK = ("dbt", "build")
+
+
+@contextmanager
+def session_lock(conn: psycopg.Connection, *parts: str, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock on the session (across transactions) until the block ends.
+
+    Taken in a transaction of its own, so that the caller's next transaction (and its `now()`)
+    starts only once the lock is held. A session that dies (SIGKILL, lost connection) releases it.
+    """
+    key = advisory_key(*parts)
+    lock, unlock = ("pg_advisory_lock_shared", "pg_advisory_unlock_shared") if shared else ("pg_advisory_lock", "pg_advisory_unlock")
+    with conn.transaction():
+        conn.execute(sql.SQL("select {}(%s)").format(sql.Identifier(lock)), (key,))
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            with conn.transaction():
+                conn.execute(sql.SQL("select {}(%s)").format(sql.Identifier(unlock)), (key,))
+
+
 def qualified(schema: str, table: str) -> sql.Identifier:
     """A schema-qualified identifier, quoted: configuration never reaches SQL as raw text."""
     return sql.Identifier(schema, table)

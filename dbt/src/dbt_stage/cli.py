@@ -13,6 +13,9 @@ reached; BAD_ARGUMENT (15) for a bad date or a missing project.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date
 from enum import StrEnum
 from typing import Annotated
@@ -20,12 +23,12 @@ from typing import Annotated
 import typer
 
 from dbt_stage.paths import project_dir, target_dir
-from dbt_stage.runner import DbtOutcome, invoke
+from dbt_stage.runner import DbtOutcome, invoke, log
 from mlp_common.cli import run_app
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import set_context
 from mlp_common.results import write_result
-from mlp_common.warehouse import connect
+from mlp_common.warehouse import DBT_BUILD_LOCK, RAW_LOAD_LOCK, connect, session_lock
 
 STAGE = "dbt"
 
@@ -52,6 +55,20 @@ def _check_warehouse() -> None:
         conn.execute("select 1")
 
 
+@contextmanager
+def _build_locks(*, reads_raw: bool) -> Iterator[None]:
+    """Serialise dbt builds (the shared intermediate and mart tables; see mlp_common.warehouse), and
+    keep loads out while a layer reads raw incrementally. Held on a session of their own, released
+    when dbt is done or this process dies."""
+    with connect("dbt-stage-lock", autocommit=True) as conn, ExitStack() as locks:
+        waited = time.monotonic()
+        locks.enter_context(session_lock(conn, *DBT_BUILD_LOCK))
+        if reads_raw:
+            locks.enter_context(session_lock(conn, *RAW_LOAD_LOCK))
+        log.info("build locks held", extra={"fields": {"waited_seconds": round(time.monotonic() - waited, 3)}})
+        yield
+
+
 def _finish(outcome: DbtOutcome, **context: object) -> None:
     write_result({"stage": STAGE, **context, **outcome.as_result()})
     if outcome.exit_code != ExitCode.OK:
@@ -76,7 +93,8 @@ def build(
         command += ["--select", layer.value]
     if full_refresh:
         command.append("--full-refresh")
-    outcome = invoke(command, project=project)
+    with _build_locks(reads_raw=layer in (Layer.intermediate, Layer.all)):
+        outcome = invoke(command, project=project)
     _finish(outcome, layer=layer.value, ds=as_of, full_refresh=full_refresh)
 
 

@@ -102,6 +102,29 @@ def _classify_exception(exc: BaseException) -> ExitCode:
     return ExitCode.WAREHOUSE_UNAVAILABLE if _CONNECTION_TROUBLE.search(text) else ExitCode.TRANSFORM_ERROR
 
 
+_SCHEMA_DRIFT = re.compile(
+    r"Source columns not in target: (?P<added>\[.*?\])\s+Target columns not in source: (?P<removed>\[.*?\])"
+    r"(?:\s+New column types: (?P<retyped>\[.*?\]))?",
+    re.DOTALL,
+)
+_COLUMN_NAME = re.compile(r"(?:column='|'column_name': '|'name': ')([^']+)'")
+
+
+def _error_message(message: str) -> str:
+    """A node's error in one line; an incremental model's schema change (on_schema_change='fail') as
+    the columns that changed and what to do, instead of dbt's paragraph that hides them at its end."""
+    drift = _SCHEMA_DRIFT.search(message) if "out of sync" in message else None
+    if drift is None:
+        return _one_line(message, 240)
+    parts = []
+    for label, key in (("new in the model", "added"), ("no longer in the model", "removed"), ("retyped", "retyped")):
+        names = _COLUMN_NAME.findall(drift.group(key) or "")
+        if names:
+            parts.append(f"{label} {', '.join(names)}")
+    changed = "; ".join(parts) or _one_line(drift.group(0), 200)
+    return f"the model's columns no longer match its table (on_schema_change='fail'): {changed}; rebuild it with --full-refresh"
+
+
 def _summarise_nodes(outcome: DbtOutcome, results: list[Any]) -> None:
     models: Counter[str] = Counter()
     tests: Counter[str] = Counter()
@@ -116,8 +139,10 @@ def _summarise_nodes(outcome: DbtOutcome, results: list[Any]) -> None:
         elif kind in ("model", "seed", "snapshot"):
             models[status] += 1
         if status in ("fail", "error"):
-            outcome.failures.append(f"{kind} {name}: {status}")
-            messages.append(str(node_result.message or ""))
+            message = str(node_result.message or "")
+            # an error says why (a missing column, a schema change of an incremental model); a failed test says which test
+            outcome.failures.append(f"{kind} {name}: {status}" + (f": {_error_message(message)}" if status == "error" and message else ""))
+            messages.append(message)
         elif status == "warn":
             outcome.warnings.append(f"{kind} {name}")
     outcome.models = dict(models)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp_common.exit_codes import ExitCode, StageError
+
 CATEGORIES = ("grocery", "electronics", "clothing", "home", "beauty", "sports", "books", "toys")
 CATEGORY_WEIGHTS = np.array([0.34, 0.08, 0.16, 0.12, 0.1, 0.08, 0.07, 0.05])
 CATEGORY_MEAN_AMOUNT = np.array([38.0, 220.0, 65.0, 90.0, 30.0, 75.0, 22.0, 35.0])
@@ -203,9 +205,19 @@ def _customer_lines(
 
 
 def _write(path: Path, header: bytes, lines: list[bytes], summary: GenerationSummary) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write one day file atomically: a full landing folder (or a crash) never leaves half a day
+    under the name a daily load reads; the partial file is removed and the error is one clear line."""
     payload = header + b"\n".join(lines) + (b"\n" if lines else b"")
-    path.write_bytes(payload)
+    partial = path.with_name(f".{path.name}.partial")  # not .csv: no load ever picks it up
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(payload)
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StageError(
+            f"cannot write {path}: {exc.strerror or exc}; the landing folder keeps only the complete day files", ExitCode.LANDING_UNWRITABLE
+        ) from exc
     summary.files += 1
     summary.bytes += len(payload)
 

@@ -23,7 +23,7 @@ from ingest.contract import RAW_SCHEMA, TABLES, TableContract, ddl, partition_dd
 from ingest.parse import CHUNK_BYTES, CsvReader, Rejected
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger
-from mlp_common.warehouse import lock_for_transaction
+from mlp_common.warehouse import RAW_LOAD_LOCK, lock_for_transaction, session_lock
 
 log = get_logger("ingest.load")
 SUFFIXES = (".csv", ".parquet")
@@ -276,7 +276,7 @@ def load(conn: psycopg.Connection, files: dict[str, list[Path]], *, ds: date | N
             for name in files:
                 ensure_partitions(ddl_conn, TABLES[name], [ds])
     results: dict[str, TableLoad] = {}
-    with conn.transaction():
+    with session_lock(conn, *RAW_LOAD_LOCK, shared=True), conn.transaction():
         if ds is not None:
             for name, paths in files.items():
                 stats = results[name] = TableLoad(name)

@@ -119,7 +119,10 @@ class CsvReader:
             text = first.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise StageError(f"{self.path}: header is not valid UTF-8", ExitCode.HEADER_MISMATCH) from exc
-        names = next(csv.reader([text]), [])
+        try:
+            names = next(csv.reader([text]), [])
+        except csv.Error as exc:  # e.g. a bare carriage return inside the header line
+            raise StageError(f"{self.path}: header line is not valid CSV ({exc})", ExitCode.HEADER_MISMATCH) from exc
         return check_header(names, self.table, self.path)
 
     def batches(self) -> Iterator[Batch]:
@@ -262,7 +265,11 @@ class CsvReader:
                 return False
             fields = text.split(",")
         else:
-            fields = next(csv.reader(io.StringIO(text, newline="")), [])
+            try:
+                fields = next(csv.reader(io.StringIO(text, newline="")), [])
+            except csv.Error as exc:  # e.g. a quoted field over the csv module's field size limit
+                rejected.append(Rejected(number, f"unparseable CSV record ({exc})", record))
+                return False
         if len(fields) != self.width:
             rejected.append(Rejected(number, f"expected {self.width} fields, found {len(fields)}", record))
             return False
