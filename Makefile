@@ -12,7 +12,7 @@ export UV
 
 # Each stage is its own uv project (own lock file, own venv): its tests run in its own environment.
 STAGES := common ingest dbt trainer predictor dags k8s images
-PROJECTS := . $(STAGES) bench
+PROJECTS := . $(STAGES)
 PYTEST_ARGS ?=
 # the reliability tests append what they injected, tried and lost here; `make test` prints the totals
 export RELIABILITY_COUNTS ?= $(CURDIR)/.data/reliability/counts.jsonl
@@ -95,7 +95,7 @@ BENCH_SCALES ?= 5k,50k
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: warehouse ## the performance harness: every stage at 5 k and 50 k customers, the comparisons, a table and .data/bench/bench.json
+bench: warehouse ## (its own environment, synced on first use) the performance harness: every stage at 5 k and 50 k customers, the comparisons, a table and .data/bench/bench.json
 	$(UV) run --quiet --frozen --project bench python bench/run.py --scale $(BENCH_SCALES) $(BENCH_ARGS)
 
 .PHONY: bench-ingest
