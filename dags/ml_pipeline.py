@@ -10,8 +10,8 @@ same whatever launches it (`PIPELINE_RUNNER=local|docker|kubernetes`, default `l
    tests: a failing data test stops the run before training);
 4. **retrain_due → choose_training**: `trainer due` decides (no champion, cadence reached, drift
    flagged by the last prediction batch); **train** fits, evaluates, registers, promotes if better;
-5. **predict**: `predictor predict --shard I/N`, N parallel shards (dynamic task mapping), run
-   whether or not training ran;
+5. **predict**: `predictor predict --shard I/N --model-version V`, N parallel shards (dynamic task
+   mapping), all pinned to the champion the run decided on, run whether or not training ran;
 6. **run_record**: one row in `ml.pipeline_runs` linking this run, the dbt invocations, the model
    version and the prediction batches, with per-stage timings and counts.
 
@@ -76,10 +76,12 @@ with DAG(
     skip_training = EmptyOperator(task_id="skip_training")
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def shard_arguments(ds=None, params=None) -> list[list[str]]:
-        """One predictor command line per shard; runs whether training ran or was skipped."""
-        count = int(params["shard_count"])
-        return [stages.PREDICT.argv(ds=ds, shard=stages.shard_label(i, count)) for i in range(count)]
+    def shard_arguments(ds=None, params=None, ti=None) -> list[list[str]]:
+        """One predictor command line per shard, all pinned to one model version; runs whether
+        training ran or was skipped."""
+        version = stages.scoring_version(ti.xcom_pull(task_ids=stages.RETRAIN_DUE.name), ti.xcom_pull(task_ids=stages.TRAIN.name))
+        print(f"scoring with model version {version if version is not None else 'of the champion'}")
+        return stages.shard_argvs(ds, int(params["shard_count"]), version)
 
     shards = shard_arguments()
     predict = runner.mapped_operator(stages.PREDICT, shards)

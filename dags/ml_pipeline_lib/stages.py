@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
+from typing import Any
 
 from ml_pipeline_lib.constants import CONTAINER_SCRATCH_DIR
 
@@ -196,3 +197,23 @@ def shard_label(index: int, count: int) -> str:
     if count < 1 or not 0 <= index < count:
         raise StageSpecError(f"shard {index} of {count}: need 0 <= index < count and count >= 1")
     return f"{index}/{count}"
+
+
+def scoring_version(due_result: Any, train_result: Any) -> int | None:
+    """The model version every shard of this run scores with: when `trainer due` sent the run to
+    training, the champion training left (`champion_after`); otherwise the champion `trainer due` saw.
+
+    Pinned once per run, so a promotion while the shards run (another run of the same date, a person
+    promoting by hand) cannot make one run's shards disagree. None when the results name no version
+    (the predictor then uses the champion, and says so if there is none).
+    """
+    due = isinstance(due_result, dict) and due_result.get("due") is True
+    result, key = (train_result, "champion_after") if due else (due_result, "champion_version")
+    version = result.get(key) if isinstance(result, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def shard_argvs(ds: str, count: int, model_version: int | None) -> list[list[str]]:
+    """One predictor command line per shard, all pinned to `model_version` (the champion when None)."""
+    pin = ["--model-version", str(model_version)] if model_version is not None else []
+    return [PREDICT.argv(ds=ds, shard=shard_label(i, count)) + pin for i in range(count)]

@@ -97,3 +97,23 @@ def test_shard_arguments_builds_one_concrete_command_line_per_shard(dag) -> None
     assert argvs[2] == ["predictor", "predict", "--ds", "2024-03-01", "--shard", "2/3"]
     with pytest.raises(ValueError):
         shard_label(3, 3)
+
+
+def test_every_shard_of_a_run_is_pinned_to_the_model_version_the_run_decided() -> None:
+    from ml_pipeline_lib.stages import scoring_version, shard_argvs
+
+    trained = {"due": True, "champion_version": 3}
+    # training ran: the champion it left, whether it promoted its candidate (4) or kept 3
+    assert scoring_version(trained, {"version": 4, "promoted": True, "champion_after": 4}) == 4
+    assert scoring_version(trained, {"version": 4, "promoted": False, "champion_after": 3}) == 3
+    # training skipped: the champion `trainer due` saw, never a stale train result of an earlier try
+    assert scoring_version({"due": False, "champion_version": 3}, {"champion_after": 9}) == 3
+    # nothing names a version (no XCom, a malformed result): the predictor falls back to the champion
+    assert scoring_version(None, None) is None
+    assert scoring_version({"due": False, "champion_version": True}, None) is None
+    argvs = shard_argvs("2024-03-01", 2, 4)
+    assert argvs == [
+        ["predictor", "predict", "--ds", "2024-03-01", "--shard", "0/2", "--model-version", "4"],
+        ["predictor", "predict", "--ds", "2024-03-01", "--shard", "1/2", "--model-version", "4"],
+    ]
+    assert shard_argvs("2024-03-01", 1, None) == [["predictor", "predict", "--ds", "2024-03-01", "--shard", "0/1"]]

@@ -110,17 +110,33 @@ def test_concurrent_promotions_cannot_make_two_champions(db: psycopg.Connection,
         assert champion_version(db) == winners[0]
 
 
-def test_two_trainers_racing_for_the_first_champion_leave_exactly_one(db: psycopg.Connection, tmp_path: Path) -> None:
-    load_synthetic(db, rows=2000)
-    env_common = {"PIPELINE_REPORTS_DIR": str(tmp_path / "reports")}
+def train_at_once(tmp_path: Path, seeds: tuple[str, str]) -> list[dict]:
+    """Two `trainer train` processes for DS started together; their result JSONs."""
     procs = []
-    for seed in ("1", "2"):
-        env = {**os.environ, **env_common, "PIPELINE_RESULT_PATH": str(tmp_path / f"race-{seed}.json")}
+    for i, seed in enumerate(seeds):
+        env = {**os.environ, "PIPELINE_REPORTS_DIR": str(tmp_path / "reports"), "PIPELINE_RESULT_PATH": str(tmp_path / f"race-{i}.json")}
         args = [sys.executable, "-m", "trainer.cli", "train", "--ds", str(DS), "--auc-floor", "0.5", "--tolerance", "0.0", "--seed", seed]
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     codes = [p.wait(timeout=300) for p in procs]
     assert codes == [0, 0], [p.stderr.read() for p in procs if p.stderr]
-    results = [json.loads((tmp_path / f"race-{seed}.json").read_text()) for seed in ("1", "2")]
+    return [json.loads((tmp_path / f"race-{i}.json").read_text()) for i in range(len(seeds))]
+
+
+def test_two_identical_trainings_at_once_register_one_version_and_agree_on_the_champion(db: psycopg.Connection, tmp_path: Path) -> None:
+    """Two runs of the same date (a backfill racing the scheduled run) train the same model: the
+    second waits for the first's registration and reuses it, so both score with the same version."""
+    load_synthetic(db, rows=2000)
+    results = train_at_once(tmp_path, ("1", "1"))
+    versions = db.execute("select version, artifact_sha256 from ml.model_versions order by 1").fetchall()
+    assert len(versions) == 1, (versions, [(r["metrics"]["candidate"]["log_loss"], r["metrics"]["candidate"]["roc_auc"]) for r in results])
+    assert sorted(r["reused_existing_version"] for r in results) == [False, True]
+    assert {r["version"] for r in results} == {r["champion_after"] for r in results} == {champion_version(db)}
+    assert all(r["promoted"] for r in results), [r["reason"] for r in results]
+
+
+def test_two_trainers_racing_for_the_first_champion_leave_exactly_one(db: psycopg.Connection, tmp_path: Path) -> None:
+    load_synthetic(db, rows=2000)
+    results = train_at_once(tmp_path, ("1", "2"))
     champion = champion_version(db)
     assert db.execute("select count(*) from ml.model_champion").fetchone() == (1,)
     assert all(r["champion_after"] is not None for r in results)

@@ -93,6 +93,25 @@ def test_artifact_follows_the_onnx_contract(db: psycopg.Connection, tmp_path: Pa
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_the_artifact_bytes_do_not_depend_on_the_order_skl2onnx_lists_opset_imports(db: psycopg.Connection, tmp_path: Path) -> None:
+    """skl2onnx orders the imports differently from one process to another; the same model must
+    still give the same bytes, or a re-run registers a duplicate version instead of reusing it."""
+    import onnx
+
+    from trainer.train import canonical_bytes
+
+    load_synthetic(db)
+    artifact = registry.load_artifact(db, registry.get_version(db, _train(db, tmp_path)["version"]))
+    model = onnx.load_from_string(artifact)
+    domains = [opset.domain for opset in model.opset_import]
+    assert len(domains) >= 2 and domains == sorted(domains)
+    swapped = list(model.opset_import)[::-1]
+    del model.opset_import[:]
+    model.opset_import.extend(swapped)
+    assert model.SerializeToString() != artifact
+    assert canonical_bytes(model) == artifact
+
+
 def test_second_training_on_the_same_data_reproduces_the_metrics(db: psycopg.Connection, tmp_path: Path) -> None:
     load_synthetic(db)
     first = _train(db, tmp_path)

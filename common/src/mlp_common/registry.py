@@ -252,7 +252,10 @@ def promote(
         _check_artifact(conn, model_name, version)
         current = conn.execute("select version from ml.model_champion where model_name = %s for update", (model_name,)).fetchone()
         current_version = None if current is None else int(current[0])
-        if current_version != compared_with:
+        if current_version == version:
+            won = True  # another run of the same date promoted this very version first: nothing to change
+            reason = f"version {version} is already the champion"
+        elif current_version != compared_with:
             won = False
             reason = f"champion changed to {current_version} while comparing with {compared_with}"
         elif current is None:

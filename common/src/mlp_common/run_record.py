@@ -136,6 +136,7 @@ def record(as_of_date: date, run_id: str, stages: dict[str, Any]) -> dict[str, A
     """Write (or replace) the run's row in one transaction; return what was written."""
     row = summarise(stages)
     with connect(STAGE) as conn, conn.transaction():
+        lock_for_transaction(conn, "ml.pipeline_runs", "ddl")  # `create ... if not exists` races with itself
         conn.execute(DDL)
         lock_for_transaction(conn, "ml.pipeline_runs", run_id)
         if not row["prediction_batch_ids"]:

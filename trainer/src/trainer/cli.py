@@ -18,7 +18,7 @@ from mlp_common.cli import run_app
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger, set_context
 from mlp_common.results import write_result
-from mlp_common.warehouse import connect
+from mlp_common.warehouse import connect, lock_for_transaction
 from trainer import data as data_module
 from trainer import gate, report
 from trainer.config import PERMUTATION_REPEATS, PERMUTATION_SAMPLE, TrainConfig, code_version
@@ -129,6 +129,9 @@ def run_train(conn: psycopg.Connection, cfg: TrainConfig) -> dict[str, Any]:
         "null_counts": dataset.null_counts,
     }
     sha = registry.sha256(artifact)
+    # Two runs of the same date training at once register one version, not two identical ones:
+    # the second waits here for the first's commit, then finds and reuses its version.
+    lock_for_transaction(conn, "ml.model_versions", cfg.model_name, str(cfg.ds))
     version = _existing_version(conn, cfg, sha)
     reused = version is not None
     if version is None:

@@ -118,6 +118,20 @@ def to_onnx(candidate: Pipeline, features: list[dict[str, str]]) -> bytes:
         options={id(candidate.steps[-1][1]): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
+    return canonical_bytes(model)
+
+
+def canonical_bytes(model: Any) -> bytes:
+    """The ONNX model serialised with its opset imports in domain order.
+
+    skl2onnx lists the imports in an order that differs from one process to the next, so the same
+    fitted model gave two artifacts (two sha256s): a re-run, or two runs of the same date, then
+    registered a second, identical version instead of reusing the first, and could promote it
+    while the first run's shards were still scoring.
+    """
+    imports = sorted(model.opset_import, key=lambda opset: (opset.domain, opset.version))
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
     return bytes(model.SerializeToString())
 
 
