@@ -51,9 +51,14 @@ def create_partitions(conn: psycopg.Connection, table: str, days: Iterable[date]
 
 
 def insert_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[dict[str, object]]) -> int:
-    """COPY rows (dicts with the source columns plus _partition_date and optional _loaded_at)."""
+    """COPY rows (dicts with the source columns plus _partition_date and optional _loaded_at), and
+    log them as one batch in raw.load_batches as ingest does (incremental builds find new lines
+    through that log)."""
     rows = list(rows)
     create_partitions(conn, table, (_as_date(r["_partition_date"]) for r in rows))
+    if rows:
+        loaded_at = max(str(r.get("_loaded_at", f"{r['_partition_date']} 06:00:00+00")) for r in rows)
+        record_batch(conn, table, sorted({_as_date(r["_partition_date"]) for r in rows}), loaded_at)
     names = (*columns, "_line_number", "_partition_date", "_batch_id", "_loaded_at")
     count = 0
     with conn.cursor() as cur, cur.copy(f"copy raw.{table} ({', '.join(names)}) from stdin") as copy:
@@ -70,6 +75,16 @@ def insert_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], ro
             )
             count += 1
     return count
+
+
+def record_batch(conn: psycopg.Connection, table: str, days: Sequence[date], loaded_at: str | None = None) -> None:
+    """A row of raw.load_batches for lines written to `days` (at `loaded_at`, else now(): the
+    lines' own default in the same transaction)."""
+    conn.execute(
+        "insert into raw.load_batches (table_name, mode, source_file, partition_dates, loaded_at)"
+        " values (%s, 'daily', 'test fixture', %s, coalesce(cast(%s as timestamptz), now()))",
+        (table, list(days), loaded_at),
+    )
 
 
 def _as_date(value: object) -> date:

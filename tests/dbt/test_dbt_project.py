@@ -134,6 +134,59 @@ def test_incremental_day_equals_full_refresh(db: psycopg.Connection, tmp_path: P
     assert table_rows(db, daily, order) == incremental_daily
 
 
+def _raw_partition_reads(db: psycopg.Connection) -> dict[str, int]:
+    """Scans (sequential and index) of each raw.transactions day partition so far, from the server's statistics."""
+    db.execute("select pg_stat_clear_snapshot()")
+    rows = db.execute(
+        "select relname, seq_scan + coalesce(idx_scan, 0) from pg_stat_user_tables"
+        " where schemaname = 'raw' and relname like 'transactions\\_d%' order by relname"
+    ).fetchall()
+    return dict(rows)
+
+
+def test_daily_activity_build_reads_only_the_new_days_partitions_and_moves_a_re_dated_transaction(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """The daily intermediate build costs the day's new lines, not the history: no raw partition
+    older than the day is read (ids are looked up in the ledger, new lines found through the load
+    log). A re-sent transaction with a corrected date leaves its old day and joins the new one,
+    exactly as a full rebuild places it."""
+    load_fixture(db)
+    build_all(tmp_path, D)
+    daily, order = "intermediate.int_customer_activity_aggregated_to_daily", "customer_id, activity_date, category"
+    landed = date.fromisoformat(D)
+    next_day = (landed + timedelta(days=1)).isoformat()
+
+    insert_rows(db, "transactions", TRANSACTION_COLUMNS, [_line("NEW0002", "C00002", "30.00", D, "Home", landed)])
+    before = _raw_partition_reads(db)
+    assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day).returncode == 0
+    after = _raw_partition_reads(db)
+    read = sorted(name for name in after if after[name] != before.get(name, 0))
+    day_partition = f"transactions_d{landed:%Y%m%d}"
+    history = [name for name in read if name < day_partition]  # (the fixture also has days after D: never history)
+    assert day_partition in read and history == [], f"the daily build read history partitions: {history}"
+
+    # the re-send: same id, same customer and amount, the date moved one day later
+    tid, customer, amount, old_day, category = db.execute(
+        "select transaction_id, customer_id, amount, transaction_date, category from raw.transactions"
+        " where transaction_date < %s and amount !~ '^-' order by transaction_id limit 1",
+        (str(landed - timedelta(days=30)),),
+    ).fetchone()
+    new_day = (date.fromisoformat(old_day) + timedelta(days=1)).isoformat()
+    before_old = [r for r in table_rows(db, daily, order) if r[0] == customer and r[1].isoformat() == old_day]
+    insert_rows(
+        db, "transactions", TRANSACTION_COLUMNS, [_line(tid, customer, amount, new_day, category, landed, "2024-07-03 07:00:00+00")]
+    )
+    assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day).returncode == 0
+    incremental = table_rows(db, daily, order)
+    after_old = [r for r in incremental if r[0] == customer and r[1].isoformat() == old_day]
+    assert sum(r[3] for r in after_old) == sum(r[3] for r in before_old) - 1, (
+        "the transaction left its old day (even though no row is left for that customer on it)"
+    )
+    assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day, "--full-refresh").returncode == 0
+    assert table_rows(db, daily, order) == incremental
+
+
 def test_transactions_only_then_customers_arrive(db: psycopg.Connection, tmp_path: Path) -> None:
     load_fixture(db, with_customers=False)
     build_all(tmp_path, D)

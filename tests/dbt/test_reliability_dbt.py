@@ -26,7 +26,7 @@ from psycopg import sql
 from mlp_common.warehouse import RAW_LOAD_LOCK, session_lock
 from tests.db_helpers import conninfo, wait_for_sessions_to_end
 from tests.dbt.dbt_helpers import build_all, dbt_stage, stage_env, table_rows
-from tests.dbt.raw_fixtures import TRANSACTION_COLUMNS, create_partitions, insert_rows, load_fixture
+from tests.dbt.raw_fixtures import TRANSACTION_COLUMNS, create_partitions, insert_rows, load_fixture, record_batch
 from tests.faults import failed_cleanly_and_retryably, kill_after, restart_warehouse_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.reliability]
@@ -160,6 +160,7 @@ def test_reliability_load_committing_during_a_build_is_not_lost(world: psycopg.C
                 " _line_number, _partition_date, _batch_id) values ('A1', 'C9002', '42.00', %s, 'grocery', 'M1', 2, %s, 90)",
                 (day_a.isoformat(), day_a),
             )
+            record_batch(load_a, "transactions", [day_a])
             time.sleep(0.05)
             with session_lock(load_b, *RAW_LOAD_LOCK, shared=True), load_b.transaction():
                 load_b.execute(
@@ -167,6 +168,7 @@ def test_reliability_load_committing_during_a_build_is_not_lost(world: psycopg.C
                     " _line_number, _partition_date, _batch_id) values ('B1', 'C9003', '17.00', %s, 'books', 'M1', 2, %s, 91)",
                     (day_b.isoformat(), day_b),
                 )
+                record_batch(load_b, "transactions", [day_b])
             build = spawn_build(tmp_path, "intermediate", NEXT, "build")
             waiting = wait_for_lock_waiter(world)
             assert build.poll() is None and waiting, "the build did not wait for the open load"

@@ -4,42 +4,43 @@
         unique_key='activity_date',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
+        pre_hook="{{ delete_touched_activity_days() }}",
         post_hook="create index if not exists {{ this.identifier }}_activity_date_idx on {{ this }} (activity_date)",
     )
 }}
 {#- Customer activity per day and category: the one input of every feature and label. Sums of
     squares travel along so that spend volatility can be computed from daily rows exactly.
     Incremental by activity date: a run recomputes only the days touched by lines loaded after the
-    table's watermark (max _loaded_at seen), including old days of re-sent transactions; delete+insert
-    on activity_date replaces those days whole. A correction that deletes raw lines without
-    re-sending them needs --full-refresh. -#}
--- depends_on: {{ ref('base_raw__transactions') }}
-{%- set touched = none -%}
-{%- if execute and is_incremental() -%}
-    {%- set watermark = run_query("select max(_loaded_at_max) from " ~ this).columns[0].values()[0] -%}
-    {%- if watermark is not none -%}
-        {%- set touched_query -%}
-            select distinct cast(landed.transaction_date as text)
-            from {{ ref('base_raw__transactions') }} as landed
-            inner join (
-                select distinct new_lines.transaction_id
-                from {{ ref('base_raw__transactions') }} as new_lines
-                where new_lines.loaded_at > cast('{{ watermark }}' as timestamptz)
-            ) as new_ids on landed.transaction_id = new_ids.transaction_id
-        {%- endset -%}
-        {%- set touched = run_query(touched_query).columns[0].values() | reject('none') | list | sort -%}
-    {%- endif -%}
-{%- endif %}
+    table's watermark (max _loaded_at seen), including the old days of re-sent transactions;
+    those days are deleted first (pre_hook: delete+insert alone would keep a day that no row is left
+    for, such as the old day of a re-dated transaction) and inserted again. A correction that deletes
+    raw lines without re-sending them needs --full-refresh.
+    Cost follows the day's new lines, not the history: the new lines come from the raw partitions
+    the load log names (new_load_dates), the days their ids ever carried and whether a line is still
+    the latest copy of its id come from the id ledger (an index probe per line). Which copy counts
+    is staging's rule (latest load wins, an invalid latest copy excludes the transaction), and the
+    columns are staging's (valid_transaction_columns). -#}
+{%- set touched = activity_touched_days() %}
 
 with
 
-transactions as (
-    select * from {{ ref('stg_raw__transactions') }}
+lines as (
+    select * from {{ ref('base_raw__transactions') }}
+),
+
+ledger as (
+    select * from {{ ref('int_transaction_ids_ledger') }}
 ),
 
 changed as (
-    select transactions.*
-    from transactions
+    select {{ valid_transaction_columns('lines') }}
+    from lines
+    inner join ledger
+        on
+            lines.transaction_id = ledger.transaction_id
+            and lines.loaded_at = ledger.latest_loaded_at
+            and lines.load_date = ledger.latest_load_date
+            and lines.line_number = ledger.latest_line_number
     where
         {% if touched is none -%}
             true
@@ -47,10 +48,11 @@ changed as (
             false
         {%- else -%}
             {#- a valid transaction is never dated after its load date, so the touched days' rows all have
-                load_date >= the first touched day: that bound reaches the raw partition index -#}
-            transactions.transaction_date = any({{ date_array(touched) }})
-            and transactions.load_date >= cast('{{ touched[0] }}' as date)
+                load_date >= the first touched day: that bound reaches the raw partitions -#}
+            lines.transaction_date = any({{ date_array(touched) }})
+            and lines.load_date >= cast('{{ touched[0] }}' as date)
         {%- endif %}
+        and lines.exclusion_reason is null
 ),
 
 final as (

@@ -1,7 +1,7 @@
 {#- Valid transactions, one row per transaction id: the latest load of an id wins (even when that
     latest copy is invalid, which then excludes the transaction). The de-duplication is an anti-join,
-    not a window, so that filters on load or transaction dates reach the raw scan. Negative amounts
-    are returns: their own event type with a positive amount, so spend sums never mix the two. -#}
+    not a window, so that filters on load or transaction dates reach the raw scan. Columns: see the
+    macro valid_transaction_columns (returns are their own event type with a positive amount). -#}
 with
 
 lines as (
@@ -33,16 +33,7 @@ latest_valid as (
 ),
 
 final as (
-    select
-        transaction_id,
-        customer_id,
-        transaction_date,
-        coalesce(category, 'unknown') as category,
-        merchant_id,
-        case when amount < 0 then 'return' else 'purchase' end as event_type,
-        abs(amount) as amount,
-        load_date,
-        loaded_at
+    select {{ valid_transaction_columns('latest_valid') }}
     from latest_valid
 )
 
