@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 D = "2024-06-01"
 FEATURES = "marts.customer_churn_features"
 TRAINING = "marts.customer_churn_training_set"
+ACTIVITY = "intermediate.int_customer_activity_aggregated_to_daily"
+ACTIVITY_ORDER = "customer_id, activity_date, category"
 LATER_LOAD = "2024-07-02 07:00:00+00"  # after every fixture load: _loaded_at grows with time, as ingest now() does
 
 
@@ -125,13 +127,12 @@ def test_incremental_day_equals_full_refresh(db: psycopg.Connection, tmp_path: P
     insert_rows(
         db, "transactions", TRANSACTION_COLUMNS, [_line(old[0], old[1], "777.77", old[2], old[3], landed, "2024-07-03 07:00:00+00")]
     )
-    daily, order = "intermediate.int_customer_activity_aggregated_to_daily", "customer_id, activity_date, category"
     assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day).returncode == 0
-    incremental_daily = table_rows(db, daily, order)
+    incremental_daily = table_rows(db, ACTIVITY, ACTIVITY_ORDER)
     corrected_day = [r for r in incremental_daily if r[0] == old[1] and r[1].isoformat() == old[2]]
     assert any(float(r[4]) >= 777.77 for r in corrected_day), "the re-sent amount replaced the old one"
     assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day, "--full-refresh").returncode == 0
-    assert table_rows(db, daily, order) == incremental_daily
+    assert table_rows(db, ACTIVITY, ACTIVITY_ORDER) == incremental_daily
 
 
 def _raw_partition_reads(db: psycopg.Connection) -> dict[str, int]:
@@ -153,7 +154,6 @@ def test_daily_activity_build_reads_only_the_new_days_partitions_and_moves_a_re_
     exactly as a full rebuild places it."""
     load_fixture(db)
     build_all(tmp_path, D)
-    daily, order = "intermediate.int_customer_activity_aggregated_to_daily", "customer_id, activity_date, category"
     landed = date.fromisoformat(D)
     next_day = (landed + timedelta(days=1)).isoformat()
 
@@ -173,18 +173,18 @@ def test_daily_activity_build_reads_only_the_new_days_partitions_and_moves_a_re_
         (str(landed - timedelta(days=30)),),
     ).fetchone()
     new_day = (date.fromisoformat(old_day) + timedelta(days=1)).isoformat()
-    before_old = [r for r in table_rows(db, daily, order) if r[0] == customer and r[1].isoformat() == old_day]
+    before_old = [r for r in table_rows(db, ACTIVITY, ACTIVITY_ORDER) if r[0] == customer and r[1].isoformat() == old_day]
     insert_rows(
         db, "transactions", TRANSACTION_COLUMNS, [_line(tid, customer, amount, new_day, category, landed, "2024-07-03 07:00:00+00")]
     )
     assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day).returncode == 0
-    incremental = table_rows(db, daily, order)
+    incremental = table_rows(db, ACTIVITY, ACTIVITY_ORDER)
     after_old = [r for r in incremental if r[0] == customer and r[1].isoformat() == old_day]
     assert sum(r[3] for r in after_old) == sum(r[3] for r in before_old) - 1, (
         "the transaction left its old day (even though no row is left for that customer on it)"
     )
     assert dbt_stage(tmp_path, "build", "--layer", "intermediate", "--ds", next_day, "--full-refresh").returncode == 0
-    assert table_rows(db, daily, order) == incremental
+    assert table_rows(db, ACTIVITY, ACTIVITY_ORDER) == incremental
 
 
 def test_transactions_only_then_customers_arrive(db: psycopg.Connection, tmp_path: Path) -> None:

@@ -155,20 +155,10 @@ def test_reliability_load_committing_during_a_build_is_not_lost(world: psycopg.C
     same_db = {"conninfo": world.info.dsn, "password": world.info.password}
     with psycopg.connect(**same_db) as load_a, psycopg.connect(**same_db) as load_b:
         with session_lock(load_a, *RAW_LOAD_LOCK, shared=True), load_a.transaction():
-            load_a.execute(
-                "insert into raw.transactions (transaction_id, customer_id, amount, transaction_date, category, merchant_id,"
-                " _line_number, _partition_date, _batch_id) values ('A1', 'C9002', '42.00', %s, 'grocery', 'M1', 2, %s, 90)",
-                (day_a.isoformat(), day_a),
-            )
-            record_batch(load_a, "transactions", [day_a])
+            land_one_line(load_a, "A1", "C9002", "42.00", "grocery", day_a, 90)
             time.sleep(0.05)
             with session_lock(load_b, *RAW_LOAD_LOCK, shared=True), load_b.transaction():
-                load_b.execute(
-                    "insert into raw.transactions (transaction_id, customer_id, amount, transaction_date, category, merchant_id,"
-                    " _line_number, _partition_date, _batch_id) values ('B1', 'C9003', '17.00', %s, 'books', 'M1', 2, %s, 91)",
-                    (day_b.isoformat(), day_b),
-                )
-                record_batch(load_b, "transactions", [day_b])
+                land_one_line(load_b, "B1", "C9003", "17.00", "books", day_b, 91)
             build = spawn_build(tmp_path, "intermediate", NEXT, "build")
             waiting = wait_for_lock_waiter(world)
             assert build.poll() is None and waiting, "the build did not wait for the open load"
@@ -177,6 +167,19 @@ def test_reliability_load_committing_during_a_build_is_not_lost(world: psycopg.C
     reliability.fault()
     customers = {r[0] for r in world.execute(f"select distinct customer_id from {ACTIVITY}")}
     assert {"C9002", "C9003"} <= customers, "a load that committed during the build was lost below the watermark"
+
+
+def land_one_line(
+    conn: psycopg.Connection, transaction_id: str, customer_id: str, amount: str, category: str, day: date, batch: int
+) -> None:
+    """One transaction line of `day`, written as a load writes it (in the caller's open transaction):
+    the line, stamped now(), and its batch in raw.load_batches."""
+    conn.execute(
+        "insert into raw.transactions (transaction_id, customer_id, amount, transaction_date, category, merchant_id,"
+        " _line_number, _partition_date, _batch_id) values (%s, %s, %s, %s, %s, 'M1', 2, %s, %s)",
+        (transaction_id, customer_id, amount, day.isoformat(), category, day, batch),
+    )
+    record_batch(conn, "transactions", [day])
 
 
 def wait_for_lock_waiter(db: psycopg.Connection, seconds: float = 60) -> bool:

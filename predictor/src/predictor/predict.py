@@ -70,9 +70,6 @@ class Shard:
             raise StageError(f"--shard must look like I/N (e.g. 0/4), got {text!r}", ExitCode.BAD_ARGUMENT)
         return cls(int(parts[0]), int(parts[1]))
 
-    def predicate(self, column: str = "customer_id") -> sql.Composable:
-        return predictions.shard_predicate(self.count, self.index, column)
-
 
 class _CopyStream(io.RawIOBase):
     """A readable file over a started COPY TO STDOUT, for pyarrow's streaming CSV reader.
@@ -166,7 +163,7 @@ def _select(ds: date, columns: list[Column], features: list[dict[str, str]], sha
         cols=sql.SQL(", ").join(projections),
         table=sql.Identifier(FEATURES_SCHEMA, FEATURES_TABLE),
         d=sql.Literal(ds),
-        shard=shard.predicate(),
+        shard=predictions.shard_predicate(shard.count, shard.index),
     )
 
 
