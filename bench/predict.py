@@ -4,7 +4,8 @@ Run: `uv run --project predictor python bench/predict.py [--customers N]` (embed
 PG* variables are set; a scratch database is created and dropped). The predictor runs as the image
 would: from a runtime-only environment (`uv sync --no-dev`: no scikit-learn, no pandas) under
 `.data/predictor-runtime`. Prints, in one run:
-- the write floor: a plain COPY of N prediction-shaped rows into an unlogged table;
+- the write floor: a plain COPY of N prediction-shaped rows (CSV) into an unlogged table, and the same
+  rows in binary COPY format (a stricter yardstick, printed beside it);
 - the model's own predict time on N rows (ONNX Runtime, same chunking as the predictor);
 - `predictor predict` as a subprocess: one shard (first run and a re-run that replaces every row),
   then four concurrent shards: wall time, rows/s, peak RSS (each process's own VmHWM);
@@ -26,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "predictor"))
@@ -35,43 +34,52 @@ from onnx_model import create_features_mart, fill_features, register_model
 
 from _common import conninfo, drop_database
 from mlp_common.embedded import ensure_warehouse
+from predictor import pgcopy
+from predictor.bands import BANDS, band_codes
 from predictor.features import feature_columns
-from predictor.predict import DEFAULT_CHUNK_BYTES, Shard, _CopyStream, _csv_reader, _select
+from predictor.predict import DEFAULT_CHUNK_BYTES, Shard, _select, decode_features
 from predictor.scoring import Scorer
 
 D = date(2025, 6, 1)
 GB = 1024**3
 
 
-def copy_floor(conn: psycopg.Connection, n: int) -> float:
-    """Seconds to COPY n prediction-shaped rows (CSV already in memory) into an unlogged table."""
+def copy_floor(conn: psycopg.Connection, n: int) -> dict[str, float]:
+    """Seconds to COPY n prediction-shaped rows (already encoded in memory) into an unlogged table, in
+    PostgreSQL's CSV and in its binary format (what the predictor sends)."""
     rng = np.random.default_rng(0)
-    p = rng.random(n).astype(np.float32)
-    table = pa.table(
-        {
-            "as_of_date": pa.array([D] * n, pa.date32()),
-            "customer_id": pa.array([f"c{i:08d}" for i in range(n)]),
-            "model_version": pa.array(np.ones(n, dtype=np.int64)),
-            "churn_probability": p,
-            "risk_band": pa.DictionaryArray.from_arrays(
-                pa.array(np.searchsorted([0.3, 0.6], p, side="right").astype(np.int8)), pa.array(["low", "medium", "high"])
-            ),
-            "scored_at": pa.array(["2025-06-01 02:00:00+00"] * n),
-        }
+    p = rng.random(n).astype(np.float32)  # the model's output type; as text, its shortest repr (~10 characters)
+    codes = band_codes(p)
+    ids = [f"c{i:08d}" for i in range(n)]
+    csv = "".join(
+        f"{D},{cid},1,{prob!s},{BANDS[code]},2025-06-01 02:00:00+00\n" for cid, prob, code in zip(ids, p, codes.tolist(), strict=True)
+    ).encode()
+    id_bytes = np.frombuffer("".join(ids).encode(), dtype=np.uint8)
+    binary = pgcopy.encode_rows(
+        [
+            np.full(n, (D - date(2000, 1, 1)).days, dtype=">i4"),  # date: days since 2000-01-01
+            pgcopy.Text(id_bytes, np.arange(n, dtype=np.int64) * 9, np.full(n, 9, dtype=np.int64)),
+            np.ones(n, dtype=">i8"),
+            p.astype(">f8"),
+            pgcopy.text_constants(BANDS, codes),
+            np.full(n, (D - date(2000, 1, 1)).days * 86_400_000_000 + 2 * 3_600_000_000, dtype=">i8"),  # timestamptz: us since 2000
+        ]
     )
-    sink = pa.BufferOutputStream()
-    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
-    payload = sink.getvalue()
     conn.execute(
         "create unlogged table copy_floor (as_of_date date, customer_id text, model_version bigint, churn_probability double precision,"
         " risk_band text, scored_at timestamptz)"
     )
-    started = time.monotonic()
-    with conn.cursor().copy("copy copy_floor from stdin (format csv)") as copy:
-        copy.write(payload)
-    elapsed = time.monotonic() - started
+    seconds = {}
+    for fmt, payload in (("csv", csv), ("binary", pgcopy.HEADER + binary.tobytes() + pgcopy.TRAILER)):
+        conn.execute("truncate copy_floor")
+        started = time.monotonic()
+        with conn.cursor().copy(f"copy copy_floor from stdin (format {fmt})") as copy:
+            copy.write(payload)
+        seconds[fmt] = time.monotonic() - started
+    rows = conn.execute("select count(*), count(distinct customer_id), min(scored_at) from copy_floor").fetchone()
+    assert rows is not None and rows[0] == rows[1] == n, rows
     conn.execute("drop table copy_floor")
-    return elapsed
+    return seconds
 
 
 def model_predict_time(env: dict[str, str]) -> float:
@@ -85,10 +93,10 @@ def model_predict_time(env: dict[str, str]) -> float:
         columns = feature_columns(conn)
         assert columns is not None
         with conn.cursor().copy(_select(D, columns, model.features, Shard())) as out:
-            batches = list(_csv_reader(_CopyStream(out), columns, model.features, DEFAULT_CHUNK_BYTES))
+            blocks = [decode_features(b, columns, model.features)[1] for b in pgcopy.read_blocks(out, DEFAULT_CHUNK_BYTES)]
     started = time.monotonic()
-    for batch in batches:
-        scorer.churn_probability(batch)
+    for block in blocks:
+        scorer.churn_probability(block)
     return time.monotonic() - started
 
 
@@ -159,12 +167,16 @@ def main() -> None:
             conn.execute("analyze marts.customer_churn_features")
             register_model(conn)
             print(f"setup: {n:,} customers in marts.customer_churn_features + champion model in {time.monotonic() - t:.1f}s")
-            floor = copy_floor(conn, n)
+            floors = copy_floor(conn, n)
         predict_s = model_predict_time(env)
-        budget = 3 * floor + predict_s
-        print(f"write floor (plain COPY of {n:,} prediction rows into an unlogged table): {floor:.2f}s")
-        print(f"model predict time alone (ONNX Runtime, {n:,} rows):                     {predict_s:.2f}s")
-        print(f"budget = 3 x floor + predict time:                                        {budget:.2f}s")
+        # The issue's floor is a plain COPY of the rows as CSV (how it was set and first measured); the binary
+        # floor (the format the predictor writes) is ~2x faster and is printed beside it, as a stricter yardstick.
+        budget = 3 * floors["csv"] + predict_s
+        strict = 3 * floors["binary"] + predict_s
+        print(f"write floor (plain COPY of {n:,} prediction rows into an unlogged table, csv): {floors['csv']:.2f}s")
+        print(f"  the same rows in binary COPY format (what the predictor sends):            {floors['binary']:.2f}s")
+        print(f"model predict time alone (ONNX Runtime, {n:,} rows):                       {predict_s:.2f}s")
+        print(f"budget = 3 x floor + predict time:                                          {budget:.2f}s  (binary floor: {strict:.2f}s)")
         ok = True
         with tempfile.TemporaryDirectory() as tmp:
             for label, count in (
@@ -184,7 +196,7 @@ def main() -> None:
                     f"{label:38s} wall {r['wall']:6.2f}s  {r['rows'] / r['wall']:>10,.0f} rows/s  peak RSS {r['peak_rss_mb']:6.0f} MB"
                     f"  (in-process: read+score+stage {r['staged_seconds']:.2f}s of which model {r['model_seconds']:.2f}s,"
                     f" final transaction {r['commit_seconds']:.2f}s)"
-                    f"  {'within' if within else 'OVER'} budget"
+                    f"  {'within' if within else 'OVER'} budget (x{r['wall'] / strict:.2f} the binary-floor one)"
                 )
         print("acceptance (first single-shard run):", "PASS" if ok else "FAIL")
     finally:

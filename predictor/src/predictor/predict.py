@@ -2,10 +2,11 @@
 
 Data path, in bounded memory whatever the number of customers:
 
-    reader connection: COPY (select ... where as_of_date = D and <shard>) TO STDOUT (csv)
-      -> pyarrow's streaming CSV reader, one record batch per `chunk_bytes` block
+    reader connection: COPY (select ... where as_of_date = D and <shard>) TO STDOUT (binary)
+      -> blocks of about `chunk_bytes`, decoded column by column with numpy (`predictor.pgcopy`)
       -> ONNX Runtime -> churn probability, risk band, running score statistics
-      -> writer connection: COPY into a fresh table created in the writer's transaction
+      -> rows encoded the same way -> writer connection: binary COPY into a fresh table created in
+         the writer's transaction
 
 then, still in that one transaction: build the fresh table's primary key in one sort, swap it in
 for the shard's partition of D under the date's lock (`mlp_common.predictions.swap_in`), replace
@@ -18,7 +19,6 @@ the same function that routes rows into D's shard partitions.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 import uuid
@@ -29,9 +29,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-from psycopg import pq, sql
+from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
@@ -39,10 +37,11 @@ from mlp_common import predictions, registry
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger
 from mlp_common.warehouse import connect
+from predictor import pgcopy
 from predictor.bands import BANDS, band_codes
 from predictor.drift import ScoreStats
 from predictor.features import FEATURES_SCHEMA, FEATURES_TABLE, Column, check_matches, feature_columns
-from predictor.scoring import Scorer
+from predictor.scoring import MISSING, Scorer
 
 log = get_logger("predictor")
 
@@ -69,61 +68,6 @@ class Shard:
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
             raise StageError(f"--shard must look like I/N (e.g. 0/4), got {text!r}", ExitCode.BAD_ARGUMENT)
         return cls(int(parts[0]), int(parts[1]))
-
-
-class _CopyStream(io.RawIOBase):
-    """A readable file over a started COPY TO STDOUT, for pyarrow's streaming CSV reader.
-
-    The server sends COPY data one row per message. psycopg's `Copy.read()` returns them one at a
-    time through a Python generator and a wait loop, ~1.3 us per row: 1.3 s of a 1 M-row snapshot.
-    Here each row costs one libpq call (`PQgetCopyData`, blocking): the same rows in under half the
-    time, gathered into blocks of about n bytes, so pyarrow makes one Python call per block.
-    psycopg still starts the COPY (errors before the first row raise as usual); this class ends it
-    by collecting the server's final result, as psycopg would.
-    """
-
-    def __init__(self, copy: psycopg.Copy) -> None:
-        self._pgconn = copy.connection.pgconn
-        self._leftover = b""
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        block = bytearray(self._leftover)
-        self._leftover = b""
-        get_copy_data = self._pgconn.get_copy_data
-        while not self._done and (size < 0 or len(block) < size):
-            nbytes, data = get_copy_data(0)
-            if nbytes < 0:
-                self._finish()
-                break
-            block += data  # copied at once: libpq's per-row buffers are freed as we go
-        if 0 <= size < len(block):
-            self._leftover = bytes(block[size:])
-            del block[size:]
-        return bytes(block)
-
-    def _finish(self) -> None:
-        """The COPY's data has ended: collect its final result (an error raised mid-COPY arrives here)."""
-        self._done = True
-        while (result := self._pgconn.get_result()) is not None:
-            if result.status != pq.ExecStatus.COMMAND_OK:
-                message = (result.error_message or b"").decode(errors="replace").strip()
-                raise psycopg.DatabaseError(f"reading the features failed: {message}")
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def peek_nonempty(self) -> bool:
-        """True when the COPY carries at least one row (pyarrow refuses an empty CSV)."""
-        if not self._leftover and not self._done:
-            first = self.read(1)
-            self._leftover = first + self._leftover
-        return bool(self._leftover)
 
 
 def peak_rss_mb() -> float | None:
@@ -154,12 +98,13 @@ def _load_model(conn: psycopg.Connection, model_version: int | None) -> registry
 
 
 def _select(ds: date, columns: list[Column], features: list[dict[str, str]], shard: Shard) -> sql.Composed:
+    """The COPY of the shard's rows: customer_id, then each feature as float8 or text (the model's kinds)."""
     kinds = {f["name"]: f["type"] for f in features}
     projections: list[sql.Composable] = [sql.SQL("customer_id::text")]
     for c in columns:
         cast = "float8" if kinds[c.name] == "numeric" else "text"
         projections.append(sql.SQL("{c}::{t} as {c}").format(c=sql.Identifier(c.name), t=sql.SQL(cast)))
-    return sql.SQL("copy (select {cols} from {table} where as_of_date = {d} and {shard}) to stdout (format csv)").format(
+    return sql.SQL("copy (select {cols} from {table} where as_of_date = {d} and {shard}) to stdout (format binary)").format(
         cols=sql.SQL(", ").join(projections),
         table=sql.Identifier(FEATURES_SCHEMA, FEATURES_TABLE),
         d=sql.Literal(ds),
@@ -167,25 +112,16 @@ def _select(ds: date, columns: list[Column], features: list[dict[str, str]], sha
     )
 
 
-def _csv_reader(stream: _CopyStream, columns: list[Column], features: list[dict[str, str]], chunk_bytes: int) -> pa_csv.CSVStreamingReader:
+def decode_features(
+    block: pgcopy.RowBlock, columns: list[Column], features: list[dict[str, str]]
+) -> tuple[pgcopy.Fields, dict[str, np.ndarray]]:
+    """A block of `_select`'s rows: its fields (customer_id is field 0) and the model's input columns."""
     kinds = {f["name"]: f["type"] for f in features}
-    names = ["customer_id", *(c.name for c in columns)]
-    # categories as dictionaries: scoring then builds one Python string per distinct value, not one per row
-    categorical = pa.dictionary(pa.int32(), pa.string())
-    types = {"customer_id": pa.string(), **{c.name: pa.float32() if kinds[c.name] == "numeric" else categorical for c in columns}}
-    return pa_csv.open_csv(
-        stream,
-        read_options=pa_csv.ReadOptions(column_names=names, block_size=chunk_bytes, use_threads=False),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        # PostgreSQL's CSV: NULL is an unquoted empty field, an empty string is a quoted one
-        convert_options=pa_csv.ConvertOptions(
-            column_types=types, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False
-        ),
-    )
-
-
-_BAND_DICTIONARY = pa.array(BANDS)
-_STAGED_WRITE = pa_csv.WriteOptions(include_header=False)
+    fields = pgcopy.split_fields(block, 1 + len(columns))
+    return fields, {
+        c.name: pgcopy.float8_column(fields, k) if kinds[c.name] == "numeric" else pgcopy.text_categories(fields.column(k), MISSING)
+        for k, c in enumerate(columns, start=1)
+    }
 
 
 def predict(
@@ -232,7 +168,7 @@ def predict(
             # a fresh table, created in this transaction: invisible until the swap, gone if we crash, and under
             # wal_level=minimal its COPY skips the write-ahead log
             predictions.create_shard_table(writer, loaded, ds, model.version)
-            copy_into = sql.SQL("copy {} (customer_id, churn_probability, risk_band) from stdin (format csv)").format(
+            copy_into = sql.SQL("copy {} (customer_id, churn_probability, risk_band) from stdin (format binary)").format(
                 sql.Identifier(predictions.SCHEMA, loaded)
             )
             writing = writer.cursor()
@@ -241,29 +177,22 @@ def predict(
                 reader.cursor().copy(_select(ds, columns, model.features, shard)) as out,
                 writing.copy(copy_into, writer=QueuedLibpqWriter(writing)) as into,
             ):
-                stream = _CopyStream(out)
-                if stream.peek_nonempty():  # an empty shard is not an error, but pyarrow refuses an empty CSV
-                    for batch in _csv_reader(stream, columns, model.features, chunk_bytes):
-                        t0 = time.monotonic()
-                        probability = scorer.churn_probability(batch)
-                        model_seconds += time.monotonic() - t0
-                        codes = band_codes(probability)
-                        stats.update(probability)
-                        band_counts += np.bincount(codes, minlength=len(BANDS))
-                        staged = pa.table(
-                            {
-                                "customer_id": batch.column("customer_id"),
-                                "churn_probability": probability,
-                                "risk_band": pa.DictionaryArray.from_arrays(pa.array(codes), _BAND_DICTIONARY),
-                            }
-                        )
-                        sink = pa.BufferOutputStream()
-                        pa_csv.write_csv(staged, sink, _STAGED_WRITE)
-                        into.write(sink.getvalue())
-                        chunks += 1
-                        log.info("chunk staged", extra={"fields": {"chunk": chunks, "rows": batch.num_rows}})
-                        if delay:
-                            time.sleep(delay)
+                into.write(pgcopy.HEADER)
+                for block in pgcopy.read_blocks(out, chunk_bytes):
+                    fields, features = decode_features(block, columns, model.features)
+                    t0 = time.monotonic()
+                    probability = scorer.churn_probability(features)
+                    model_seconds += time.monotonic() - t0
+                    codes = band_codes(probability)
+                    stats.update(probability)
+                    band_counts += np.bincount(codes, minlength=len(BANDS))
+                    # customer_id goes back byte for byte; the probability is the model's float32, exactly, as float8
+                    into.write(pgcopy.encode_rows([fields.column(0), probability.astype(">f8"), pgcopy.text_constants(BANDS, codes)]).data)
+                    chunks += 1
+                    log.info("chunk staged", extra={"fields": {"chunk": chunks, "rows": len(block)}})
+                    if delay:
+                        time.sleep(delay)
+                into.write(pgcopy.TRAILER)
             inserted = max(writing.rowcount, 0)
             predictions.finish_shard_table(writer, loaded)
             staged_seconds = time.monotonic() - started

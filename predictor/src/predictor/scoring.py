@@ -1,4 +1,4 @@
-"""Run the registered ONNX model on Arrow record batches with ONNX Runtime.
+"""Run the registered ONNX model with ONNX Runtime on a block of decoded feature columns.
 
 Input convention (the trainer exports with skl2onnx): one input per feature, named as the feature,
 shape [None, 1]; float32 for numeric (NaN for NULL), string for categorical (NULL -> "__missing__");
@@ -12,8 +12,6 @@ import os
 
 import numpy as np
 import onnxruntime as ort
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlp_common.exit_codes import ExitCode, StageError
 
@@ -52,26 +50,15 @@ class Scorer:
                 f"model version {version} does not follow the artifact convention: {'; '.join(problems)}", ExitCode.ARTIFACT_INTEGRITY
             )
 
-    def inputs(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for f in self.features:
-            column = batch.column(f["name"])
-            if f["type"] == "numeric":
-                values = pc.fill_null(column.cast(pa.float32()), np.float32("nan")).to_numpy(zero_copy_only=False)
-            elif pa.types.is_dictionary(column.type):
-                # one Python string per distinct category, not per row: index an array of the few values
-                categories = np.array([*column.dictionary.cast(pa.string()).to_pylist(), MISSING], dtype=object)
-                categories[:-1][column.dictionary.is_null().to_numpy(zero_copy_only=False)] = MISSING
-                codes = pc.fill_null(column.indices, len(categories) - 1).to_numpy(zero_copy_only=False)
-                values = categories[codes]
-            else:
-                values = pc.fill_null(column.cast(pa.string()), MISSING).to_numpy(zero_copy_only=False)
-            out[f["name"]] = values.reshape(-1, 1)
-        return out
+    def churn_probability(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """float32 churn probabilities for the block's rows, in order.
 
-    def churn_probability(self, batch: pa.RecordBatch) -> np.ndarray:
-        """float32 churn probabilities for the batch's rows, in order."""
-        if batch.num_rows == 0:
+        `columns`: one array per feature, float32 with NaN for NULL (numeric) or str objects with
+        MISSING for NULL (categorical), as `predictor.pgcopy` decodes them.
+        """
+        rows = len(next(iter(columns.values()))) if columns else 0
+        if rows == 0:
             return np.empty(0, dtype=np.float32)
-        (probabilities,) = self.session.run([OUTPUT], self.inputs(batch))
+        inputs = {f["name"]: columns[f["name"]].reshape(-1, 1) for f in self.features}
+        (probabilities,) = self.session.run([OUTPUT], inputs)
         return np.ascontiguousarray(np.clip(probabilities[:, 1], 0.0, 1.0), dtype=np.float32)
