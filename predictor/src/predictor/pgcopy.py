@@ -28,6 +28,7 @@ TRAILER = b"\xff\xff"
 _INT16 = np.dtype(">i2")
 _INT32 = np.dtype(">i4")
 _FLOAT8 = np.dtype(">f8")
+_LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(8)], dtype=np.uint64)  # masks of the low 0..7 bytes
 
 
 class CopyFormatError(ValueError):
@@ -74,15 +75,33 @@ class Text:
         return len(self.lengths)
 
 
+_WORD = np.dtype("<u8")
+PADDING = 8  # zero bytes after a block's rows, so an 8-byte read at any field's start stays inside the buffer
+
+
+def _unaligned(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Every `dtype` value that starts at any byte of `data`: view[i] is the value at byte i. One
+    fancy-index gather on it reads a number at each of n positions (x86 loads unaligned words at full
+    speed), 3-4x faster than gathering an (n, size) matrix of bytes."""
+    return np.ndarray(shape=(max(len(data) - dtype.itemsize + 1, 0),), dtype=dtype, buffer=data, strides=(1,))
+
+
 def _gather(data: np.ndarray, positions: np.ndarray, width: int) -> np.ndarray:
     """(rows, width) uint8: the `width` bytes at each position."""
-    return np.take(data, positions[:, None] + np.arange(width))
+    words = -(-width // 8)
+    if len(positions) == 0 or int(positions.max()) + 8 * words > len(data):  # not padded: byte by byte, clipped
+        return np.take(data, np.minimum(positions[:, None] + np.arange(width), len(data) - 1))
+    view = _unaligned(data, _WORD)
+    out = np.empty((len(positions), words), dtype=_WORD)
+    for k in range(words):
+        out[:, k] = view[positions + 8 * k]
+    return out.view(np.uint8)[:, :width]
 
 
 def _be(data: np.ndarray, positions: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The big-endian numbers of `dtype` at each position, as native int64/float64."""
     native = np.float64 if dtype.kind == "f" else np.int64
-    return _gather(data, positions, dtype.itemsize).view(dtype).ravel().astype(native)
+    return _unaligned(data, dtype)[positions].astype(native)
 
 
 def read_blocks(copy: psycopg.Copy, block_bytes: int) -> Iterator[RowBlock]:
@@ -136,6 +155,7 @@ def _header_length(first: bytes) -> int:
 
 
 def _block(block: bytearray, ends: list[int]) -> RowBlock:
+    block += bytes(PADDING)
     end = np.asarray(ends, dtype=np.int64)
     start = np.empty_like(end)
     start[0] = 0
@@ -159,14 +179,15 @@ def split_fields(rows: RowBlock, count: int) -> Fields:
     positions: list[np.ndarray] = []
     lengths: list[np.ndarray] = []
     at = rows.starts + 2
-    for _ in range(count):
-        if n and (at + 4 > rows.ends).any():
-            raise CopyFormatError("binary COPY: a row is shorter than its fields")
-        length = _be(rows.data, at, _INT32) if n else np.empty(0, dtype=np.int64)
-        at += 4
-        positions.append(at.copy())
-        lengths.append(length)
-        at += np.maximum(length, 0)
+    try:
+        for _ in range(count):
+            length = _be(rows.data, at, _INT32) if n else np.empty(0, dtype=np.int64)
+            at += 4
+            positions.append(at.copy())
+            lengths.append(length)
+            at += np.maximum(length, 0)
+    except IndexError:  # a length word pointed past the block: the one check below would fail too
+        raise CopyFormatError("binary COPY: a row is shorter than its fields") from None
     if (at != rows.ends).any():
         raise CopyFormatError("binary COPY: a row's field lengths do not add up to the row")
     return Fields(rows.data, positions, lengths)
@@ -191,14 +212,21 @@ def text_categories(text: Text, null: str) -> np.ndarray:
     if n == 0:
         return np.empty(0, dtype=object)
     present = text.lengths >= 0
-    # The key of a value: its bytes padded with NULs (text never holds NUL) and a last byte that tells
-    # NULL from ''. Up to 7 bytes of text that is one uint64, whose unique is a fast integer sort.
-    width = max(int(text.lengths.max()) + 1, 8)
-    index = np.minimum(text.positions[:, None] + np.arange(width), len(text.data) - 1)
-    padded = np.take(text.data, index)
-    padded[np.arange(width) >= text.lengths[:, None]] = 0
-    padded[:, -1] = present
-    keys = padded.view(np.uint64 if width == 8 else f"S{width}").ravel()
+    longest = int(text.lengths.max())
+    if longest < 8 and int(text.positions.max()) + 8 <= len(text.data):
+        # up to 7 bytes: the 8 bytes at the value's start, the bytes past its end masked off, and the
+        # top bit set for a value (so '' and NULL differ) make one integer key: a fast integer unique
+        words = _unaligned(text.data, _WORD)[text.positions]
+        keys = (words & _LOW_BYTES[np.maximum(text.lengths, 0)]) | (present.astype(np.uint64) << np.uint64(63))
+    else:
+        # longer values: bytes padded with NULs (text never holds NUL) and a last byte telling NULL from ''
+        width = longest + 1
+        padded = np.zeros((n, width), dtype=np.uint8)
+        if longest > 0:
+            padded[:, :longest] = _gather(text.data, text.positions, longest)
+        padded[np.arange(width) >= text.lengths[:, None]] = 0
+        padded[:, -1] = present
+        keys = padded.view(f"S{width}").ravel()
     _, first, codes = np.unique(keys, return_index=True, return_inverse=True)
     decoded = np.array(
         [text.data[text.positions[i] : text.positions[i] + text.lengths[i]].tobytes().decode() if present[i] else null for i in first],
@@ -248,7 +276,11 @@ def encode_rows(columns: list[np.ndarray | Text]) -> np.ndarray:
             if isinstance(column, np.ndarray):
                 matrix[:, at : at + size] = np.ascontiguousarray(column[rows]).view(np.uint8).reshape(len(rows), size)
             elif size:
-                matrix[:, at : at + size] = _gather(column.data, column.positions[rows], size)
+                starts = column.positions[rows]
+                if (starts == starts[0]).all():  # one value for the whole group (a risk band): no gather
+                    matrix[:, at : at + size] = column.data[starts[0] : starts[0] + size]
+                else:
+                    matrix[:, at : at + size] = _gather(column.data, starts, size)
             at += size
     return out
 
@@ -258,7 +290,7 @@ def text_constants(values: tuple[str, ...] | list[str], codes: np.ndarray) -> Te
     encoded = [v.encode() for v in values]
     offsets = np.cumsum([0] + [len(v) for v in encoded[:-1]])
     return Text(
-        np.frombuffer(b"".join(encoded), dtype=np.uint8),
+        np.frombuffer(b"".join(encoded) + bytes(PADDING), dtype=np.uint8),
         offsets.astype(np.int64)[codes],
         np.array([len(v) for v in encoded], dtype=np.int64)[codes],
     )
