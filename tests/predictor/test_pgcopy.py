@@ -86,3 +86,29 @@ def test_bytes_that_are_not_the_expected_rows_are_refused(db: psycopg.Connection
         pgcopy.split_fields(cut, 2)
     with pytest.raises(pgcopy.CopyFormatError, match="no NULLs"):
         pgcopy.encode_rows([pgcopy.Text(block.data, fields.positions[1], fields.lengths[1])])
+
+
+def test_read_ahead_keeps_order_raises_the_producers_error_and_stops_early() -> None:
+    def blocks(fail_at: int | None = None):  # stand-ins: read_ahead never looks inside a block
+        for i in range(10):
+            if i == fail_at:
+                raise psycopg.OperationalError("server closed the connection")
+            yield i
+
+    assert list(pgcopy.read_ahead(blocks())) == list(range(10))  # type: ignore[arg-type]
+    got = []
+    with pytest.raises(psycopg.OperationalError, match="server closed"):
+        for b in pgcopy.read_ahead(blocks(fail_at=5)):  # type: ignore[arg-type]
+            got.append(b)
+    assert got == [0, 1, 2, 3, 4]
+    produced = []
+
+    def counted():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    ahead = pgcopy.read_ahead(counted(), depth=2)  # type: ignore[arg-type]
+    assert next(ahead) == 0
+    ahead.close()  # the consumer stops early: the worker ends instead of reading everything
+    assert len(produced) < 10

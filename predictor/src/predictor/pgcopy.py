@@ -15,6 +15,9 @@ boundaries for free; they are checked against the field lengths all the same.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -294,3 +297,35 @@ def text_constants(values: tuple[str, ...] | list[str], codes: np.ndarray) -> Te
         offsets.astype(np.int64)[codes],
         np.array([len(v) for v in encoded], dtype=np.int64)[codes],
     )
+
+
+def read_ahead(blocks: Iterator[RowBlock], depth: int = 2) -> Iterator[RowBlock]:
+    """`blocks`, produced on a worker thread up to `depth` ahead: libpq reads the next rows while the
+    caller decodes, scores and writes this block (numpy and ONNX Runtime release the GIL while they
+    work). The worker owns the COPY's connection until the iterator ends; errors re-raise here."""
+    handoff: queue.Queue[RowBlock | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for block in blocks:
+                handoff.put(block)
+                if stop.is_set():
+                    return
+            handoff.put(None)
+        except BaseException as exc:  # noqa: BLE001 - not swallowed: handed to the caller and raised there
+            handoff.put(exc)
+
+    worker = threading.Thread(target=produce, name="copy-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while (item := handoff.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a worker waiting to hand over a block, then let it end
+            with contextlib.suppress(queue.Empty):
+                handoff.get(timeout=0.05)
+        worker.join()

@@ -178,7 +178,7 @@ def predict(
                 writing.copy(copy_into, writer=QueuedLibpqWriter(writing)) as into,
             ):
                 into.write(pgcopy.HEADER)
-                for block in pgcopy.read_blocks(out, chunk_bytes):
+                for block in pgcopy.read_ahead(pgcopy.read_blocks(out, chunk_bytes)):
                     fields, features = decode_features(block, columns, model.features)
                     t0 = time.monotonic()
                     probability = scorer.churn_probability(features)
