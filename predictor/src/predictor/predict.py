@@ -3,7 +3,8 @@
 Data path, in bounded memory whatever the number of customers:
 
     reader connection: COPY (select ... where as_of_date = D and <shard>) TO STDOUT (binary)
-      -> blocks of about `chunk_bytes`, decoded column by column with numpy (`predictor.pgcopy`)
+      -> blocks of about `chunk_bytes`, read a block ahead on a worker thread, decoded column by
+         column with numpy (`predictor.pgcopy`)
       -> ONNX Runtime -> churn probability, risk band, running score statistics
       -> rows encoded the same way -> writer connection: binary COPY into a fresh table created in
          the writer's transaction
