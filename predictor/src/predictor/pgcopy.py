@@ -171,7 +171,7 @@ def _finish(pgconn: pq.abc.PGconn) -> None:
     while (result := pgconn.get_result()) is not None:
         if result.status != pq.ExecStatus.COMMAND_OK:
             message = (result.error_message or b"").decode(errors="replace").strip()
-            raise psycopg.DatabaseError(message)
+            raise psycopg.DatabaseError(f"the COPY failed: {message}")
 
 
 def split_fields(rows: RowBlock, count: int) -> Fields:
