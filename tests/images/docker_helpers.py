@@ -82,14 +82,8 @@ def require_image(stage: str) -> dict[str, Any]:
 
 
 def size_limits() -> dict[str, int]:
-    """`IMAGE_SIZE_LIMIT_<stage> := MB` from images/images.mk: the targets `make images` reports."""
+    """`IMAGE_SIZE_LIMIT_<stage> := MB` from images/images.mk: the targets `make images` reports and the tests assert."""
     return {m[1]: int(m[2]) for m in re.finditer(r"^IMAGE_SIZE_LIMIT_(\w+) := (\d+)", IMAGES_MK.read_text(), re.M)}
-
-
-def size_budgets() -> dict[str, int]:
-    """`IMAGE_SIZE_BUDGET_<stage> := MB`: the ceiling the tests assert (the target, or above it where
-    the stage's locked dependencies cannot fit; images/images.mk says why)."""
-    return {m[1]: int(m[2]) for m in re.finditer(r"^IMAGE_SIZE_BUDGET_(\w+) := (\d+)", IMAGES_MK.read_text(), re.M)}
 
 
 def built_stages() -> list[str]:
