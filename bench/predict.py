@@ -54,14 +54,13 @@ def copy_floor(conn: psycopg.Connection, n: int) -> dict[str, float]:
     csv = "".join(
         f"{D},{cid},1,{prob!s},{BANDS[code]},2025-06-01 02:00:00+00\n" for cid, prob, code in zip(ids, p, codes.tolist(), strict=True)
     ).encode()
-    id_bytes = np.frombuffer("".join(ids).encode(), dtype=np.uint8)
     binary = pgcopy.encode_rows(
         [
             np.full(n, (D - date(2000, 1, 1)).days, dtype=">i4"),  # date: days since 2000-01-01
-            pgcopy.Text(id_bytes, np.arange(n, dtype=np.int64) * 9, np.full(n, 9, dtype=np.int64)),
+            pgcopy.text_column(ids, np.arange(n)),
             np.ones(n, dtype=">i8"),
             p.astype(">f8"),
-            pgcopy.text_constants(BANDS, codes),
+            pgcopy.text_column(BANDS, codes),
             np.full(n, (D - date(2000, 1, 1)).days * 86_400_000_000 + 2 * 3_600_000_000, dtype=">i8"),  # timestamptz: us since 2000
         ]
     )

@@ -59,11 +59,9 @@ def test_an_empty_result_has_no_blocks(db: psycopg.Connection) -> None:
 
 def test_encoded_rows_load_as_meant(db: psycopg.Connection) -> None:
     ids = ["c1", "customer-0002", "日本", "", "c5"]
-    raw = b"".join(i.encode() for i in ids)
-    starts = np.cumsum([0] + [len(i.encode()) for i in ids[:-1]])
-    text = pgcopy.Text(np.frombuffer(raw, dtype=np.uint8), starts.astype(np.int64), np.array([len(i.encode()) for i in ids]))
+    text = pgcopy.text_column(ids, np.arange(len(ids)))
     p = np.array([0.1, 0.5, 0.9, 0.0, 1.0], dtype=np.float32)
-    bands = pgcopy.text_constants(("low", "medium", "high"), np.array([0, 1, 2, 0, 2]))
+    bands = pgcopy.text_column(("low", "medium", "high"), np.array([0, 1, 2, 0, 2]))
     db.execute("create table pgcopy_out (customer_id text, p float8, band text, n bigint)")
     with db.cursor() as cur, cur.copy("copy pgcopy_out from stdin (format binary)") as copy:
         rows = pgcopy.encode_rows([text, p.astype(">f8"), bands, np.arange(5, dtype=">i8")])
@@ -85,7 +83,7 @@ def test_bytes_that_are_not_the_expected_rows_are_refused(db: psycopg.Connection
     with pytest.raises(pgcopy.CopyFormatError):
         pgcopy.split_fields(cut, 2)
     with pytest.raises(pgcopy.CopyFormatError, match="no NULLs"):
-        pgcopy.encode_rows([pgcopy.Text(block.data, fields.positions[1], fields.lengths[1])])
+        pgcopy.encode_rows([fields.column(1)])
 
 
 def test_read_ahead_keeps_order_raises_the_producers_error_and_stops_early() -> None:

@@ -40,7 +40,8 @@ class CopyFormatError(ValueError):
 
 @dataclass(frozen=True)
 class RowBlock:
-    """Whole rows of a binary COPY: row i is data[starts[i]:ends[i]] (field count and fields)."""
+    """Whole rows of a binary COPY: row i is data[starts[i]:ends[i]] (field count and fields).
+    `data` ends with PADDING zero bytes, like every buffer this module builds."""
 
     data: np.ndarray  # uint8
     starts: np.ndarray  # int64
@@ -68,7 +69,8 @@ class Fields:
 
 @dataclass(frozen=True)
 class Text:
-    """One variable-length column: row i is data[positions[i]:positions[i] + lengths[i]] (-1: NULL)."""
+    """One variable-length column: row i is data[positions[i]:positions[i] + lengths[i]] (-1: NULL).
+    `data` ends with PADDING zero bytes (a RowBlock's, or `text_column`'s)."""
 
     data: np.ndarray
     positions: np.ndarray
@@ -90,10 +92,9 @@ def _unaligned(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _gather(data: np.ndarray, positions: np.ndarray, width: int) -> np.ndarray:
-    """(rows, width) uint8: the `width` bytes at each position."""
+    """(rows, width) uint8: the `width` bytes at each position, read 8 at a time. Each position must
+    start a value at least `width` bytes long: the padding then keeps its last word inside the buffer."""
     words = -(-width // 8)
-    if len(positions) == 0 or int(positions.max()) + 8 * words > len(data):  # not padded: byte by byte, clipped
-        return np.take(data, np.minimum(positions[:, None] + np.arange(width), len(data) - 1))
     view = _unaligned(data, _WORD)
     out = np.empty((len(positions), words), dtype=_WORD)
     for k in range(words):
@@ -160,10 +161,7 @@ def _header_length(first: bytes) -> int:
 def _block(block: bytearray, ends: list[int]) -> RowBlock:
     block += bytes(PADDING)
     end = np.asarray(ends, dtype=np.int64)
-    start = np.empty_like(end)
-    start[0] = 0
-    start[1:] = end[:-1]
-    return RowBlock(np.frombuffer(bytes(block), dtype=np.uint8), start, end)
+    return RowBlock(np.frombuffer(block, dtype=np.uint8), np.concatenate(([0], end[:-1])), end)
 
 
 def _finish(pgconn: pq.abc.PGconn) -> None:
@@ -216,7 +214,7 @@ def text_categories(text: Text, null: str) -> np.ndarray:
         return np.empty(0, dtype=object)
     present = text.lengths >= 0
     longest = int(text.lengths.max())
-    if longest < 8 and int(text.positions.max()) + 8 <= len(text.data):
+    if longest < 8:
         # up to 7 bytes: the 8 bytes at the value's start, the bytes past its end masked off, and the
         # top bit set for a value (so '' and NULL differ) make one integer key: a fast integer unique
         words = _unaligned(text.data, _WORD)[text.positions]
@@ -225,8 +223,8 @@ def text_categories(text: Text, null: str) -> np.ndarray:
         # longer values: bytes padded with NULs (text never holds NUL) and a last byte telling NULL from ''
         width = longest + 1
         padded = np.zeros((n, width), dtype=np.uint8)
-        if longest > 0:
-            padded[:, :longest] = _gather(text.data, text.positions, longest)
+        if longest > 0:  # `longest` bytes from every row's start can run past the buffer: clip, then mask
+            padded[:, :longest] = np.take(text.data, np.minimum(text.positions[:, None] + np.arange(longest), len(text.data) - 1))
         padded[np.arange(width) >= text.lengths[:, None]] = 0
         padded[:, -1] = present
         keys = padded.view(f"S{width}").ravel()
@@ -279,17 +277,14 @@ def encode_rows(columns: list[np.ndarray | Text]) -> np.ndarray:
             if isinstance(column, np.ndarray):
                 matrix[:, at : at + size] = np.ascontiguousarray(column[rows]).view(np.uint8).reshape(len(rows), size)
             elif size:
-                starts = column.positions[rows]
-                if (starts == starts[0]).all():  # one value for the whole group (a risk band): no gather
-                    matrix[:, at : at + size] = column.data[starts[0] : starts[0] + size]
-                else:
-                    matrix[:, at : at + size] = _gather(column.data, starts, size)
+                matrix[:, at : at + size] = _gather(column.data, column.positions[rows], size)
             at += size
     return out
 
 
-def text_constants(values: tuple[str, ...] | list[str], codes: np.ndarray) -> Text:
-    """A Text column whose row i is values[codes[i]] (e.g. risk bands), without a string per row."""
+def text_column(values: tuple[str, ...] | list[str], codes: np.ndarray) -> Text:
+    """A Text column whose row i is values[codes[i]]: each value's bytes are stored once (risk bands:
+    three strings for a million rows; with codes = arange(n), a column of n given strings)."""
     encoded = [v.encode() for v in values]
     offsets = np.cumsum([0] + [len(v) for v in encoded[:-1]])
     return Text(

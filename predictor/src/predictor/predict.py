@@ -188,7 +188,7 @@ def predict(
                     stats.update(probability)
                     band_counts += np.bincount(codes, minlength=len(BANDS))
                     # customer_id goes back byte for byte; the probability is the model's float32, exactly, as float8
-                    into.write(pgcopy.encode_rows([fields.column(0), probability.astype(">f8"), pgcopy.text_constants(BANDS, codes)]).data)
+                    into.write(pgcopy.encode_rows([fields.column(0), probability.astype(">f8"), pgcopy.text_column(BANDS, codes)]).data)
                     chunks += 1
                     log.info("chunk staged", extra={"fields": {"chunk": chunks, "rows": len(block)}})
                     if delay:
