@@ -16,6 +16,8 @@ PROJECTS := . $(STAGES)
 PYTEST_ARGS ?=
 # the reliability tests append what they injected, tried and lost here; `make test` prints the totals
 export RELIABILITY_COUNTS ?= $(CURDIR)/.data/reliability/counts.jsonl
+# each suite's output is kept here too: CI shows only a log's tail, so `make test` ends by naming what failed
+TEST_LOGS ?= $(CURDIR)/.data/test-logs
 MYPY_PATHS := $(wildcard common/src ingest/src trainer/src predictor/src dbt/src dags/*.py dags/ml_pipeline_lib bench/run.py bench/_common.py bench/dbt_dags.py bench/dag_parse.py)
 
 # The demo's data: two years of history for 5,000 customers, 0.5% of rows with planted defects.
@@ -69,11 +71,14 @@ demo: warehouse ## run the pipeline on generated data with the embedded warehous
 
 .PHONY: test
 test: warehouse lint lint-sql ## run every test this machine allows, each stage's in its own environment
-	@rm -f $(RELIABILITY_COUNTS); status=0; for s in $(STAGES); do \
-	  if [ -d tests/$$s ]; then echo "== tests/$$s (environment: $$s)"; \
-	    $(UV) run --quiet --project $$s pytest tests/$$s $(PYTEST_ARGS) || status=1; fi; \
+	@rm -f $(RELIABILITY_COUNTS); rm -rf $(TEST_LOGS); mkdir -p $(TEST_LOGS); failed=""; \
+	for s in $(STAGES); do if [ -d tests/$$s ]; then echo "== tests/$$s (environment: $$s)"; \
+	    $(UV) run --quiet --project $$s pytest tests/$$s $(PYTEST_ARGS) 2>&1 | tee $(TEST_LOGS)/$$s.log \
+	      || failed="$$failed tests/$$s"; fi; \
 	done; echo "== reliability totals (every stage)"; \
-	$(UV) run --quiet --project . python tests/reliability_report.py $(RELIABILITY_COUNTS) || status=1; exit $$status
+	$(UV) run --quiet --project . python tests/reliability_report.py $(RELIABILITY_COUNTS) || failed="$$failed reliability"; \
+	if [ -n "$$failed" ]; then echo "== FAILED:$$failed (logs in $(TEST_LOGS))"; \
+	  grep -hE '^(FAILED|ERROR) ' $(TEST_LOGS)/*.log || true; exit 1; fi; echo "== every suite passed"
 
 .PHONY: lint
 lint: setup ## ruff (lint and format) and mypy over all Python code
