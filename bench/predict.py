@@ -102,6 +102,9 @@ def model_predict_time(env: dict[str, str]) -> float:
 # What images/predictor/Dockerfile sets for the stage's process (plain help text: typer does not import rich).
 IMAGE_ENV = {"TYPER_USE_RICH": "0"}
 IMAGE_SYNC_FLAGS = ("--no-dev", "--frozen", "--quiet", "--no-editable", "--compile-bytecode")
+# Non-editable installs of the local packages are cached by uv under their version: without this, a
+# changed source tree would be benchmarked as it was when the environment was first built.
+REBUILD_LOCAL = ("--reinstall-package", "predictor", "--reinstall-package", "mlp-common")
 
 
 def runtime_python() -> str:
@@ -110,7 +113,7 @@ def runtime_python() -> str:
     root = Path(__file__).resolve().parent.parent
     venv = root / ".data" / "predictor-runtime"
     subprocess.run(
-        [os.environ.get("UV", "uv"), "sync", "--project", str(root / "predictor"), *IMAGE_SYNC_FLAGS],
+        [os.environ.get("UV", "uv"), "sync", "--project", str(root / "predictor"), *IMAGE_SYNC_FLAGS, *REBUILD_LOCAL],
         env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
         check=True,
     )
