@@ -3,6 +3,9 @@ we encode loads as what we meant, and bytes that are not the expected rows are r
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import psycopg
 import pytest
@@ -110,3 +113,19 @@ def test_read_ahead_keeps_order_raises_the_producers_error_and_stops_early() -> 
     assert next(ahead) == 0
     ahead.close()  # the consumer stops early: the worker ends instead of reading everything
     assert len(produced) < 10
+
+
+def test_waiting_for_the_server_does_not_hold_the_gil(db: psycopg.Connection) -> None:
+    """Rows that arrive slowly (a 100 kB row every 0.5 s): while the reader waits for them, the other
+    threads (scoring, writing) keep running. A blocking libpq call would hold the GIL for each 0.5 s."""
+    query = "select repeat('x', 100000), pg_sleep(0.5) from generate_series(1, 3)"
+    done: list[int] = []
+    reader = threading.Thread(target=lambda: done.append(sum(len(b) for b in _read(db, query, block_bytes=1))))
+    longest_stall, last = 0.0, time.monotonic()
+    reader.start()
+    while reader.is_alive():
+        time.sleep(0.001)
+        now = time.monotonic()
+        longest_stall, last = max(longest_stall, now - last), now
+    assert done == [3]
+    assert longest_stall < 0.25, f"the main thread stood still for {longest_stall:.2f} s while the reader waited"

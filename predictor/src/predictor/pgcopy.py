@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import select
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,10 +114,16 @@ def read_blocks(copy: psycopg.Copy, block_bytes: int) -> Iterator[RowBlock]:
 
     One libpq call per row (psycopg's `Copy.read()` costs a generator step and a wait loop per row on
     top): ~0.3 us. Errors the server raises mid-COPY surface when the data ends, as with psycopg.
+
+    libpq is asked without blocking: psycopg's `get_copy_data(0)` waits for the server while holding
+    the GIL, which would stall the scoring and writing threads each time the reader caught up with it.
+    When no whole row is buffered, the socket is waited on in `select` (GIL released).
     """
     pgconn = copy.connection.pgconn
     get_copy_data = pgconn.get_copy_data
-    nbytes, first = get_copy_data(0)
+    while (message := get_copy_data(1))[0] == 0:
+        _wait_for_bytes(pgconn)
+    nbytes, first = message
     if nbytes < 0:  # no header: the COPY failed before its first row
         _finish(pgconn)
         raise CopyFormatError("binary COPY ended before its header")
@@ -127,9 +134,12 @@ def read_blocks(copy: psycopg.Copy, block_bytes: int) -> Iterator[RowBlock]:
     size = len(block)
     append = ends.append
     while True:
-        nbytes, data = get_copy_data(0)
+        nbytes, data = get_copy_data(1)
         # the loop body runs once per row: nothing in it but what each row needs
-        if nbytes <= 2:  # a row is at least its 2-byte field count: this is the trailer, or the end
+        if nbytes <= 2:  # a row is at least its 2-byte field count: this is the trailer, the end, or a wait
+            if nbytes == 0:  # no whole row buffered: wait for more bytes without holding the GIL
+                _wait_for_bytes(pgconn)
+                continue
             if nbytes < 0:
                 break
             if bytes(data) == TRAILER and not trailer_seen:
@@ -162,6 +172,12 @@ def _block(block: bytearray, ends: list[int]) -> RowBlock:
     block += bytes(PADDING)
     end = np.asarray(ends, dtype=np.int64)
     return RowBlock(np.frombuffer(block, dtype=np.uint8), np.concatenate(([0], end[:-1])), end)
+
+
+def _wait_for_bytes(pgconn: pq.abc.PGconn) -> None:
+    """Block until the server sends more (in `select`, which releases the GIL), then buffer it in libpq."""
+    select.select((pgconn.socket,), (), ())
+    pgconn.consume_input()
 
 
 def _finish(pgconn: pq.abc.PGconn) -> None:
