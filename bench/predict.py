@@ -4,8 +4,9 @@ Run: `uv run --project predictor python bench/predict.py [--customers N]` (embed
 PG* variables are set; a scratch database is created and dropped). The predictor runs as the image
 would: from a runtime-only environment (`uv sync --no-dev`: no scikit-learn, no pandas) under
 `.data/predictor-runtime`. Prints, in one run:
-- the write floor: a plain COPY of N prediction-shaped rows (CSV) into an unlogged table, and the same
-  rows in binary COPY format (a stricter yardstick, printed beside it);
+- the write floor: a plain COPY of N prediction-shaped rows (CSV) into an unlogged table; the same rows
+  in COPY's default text format (as fast: either is a "plain COPY") and in binary COPY format (a
+  stricter yardstick), printed beside it;
 - the model's own predict time on N rows (ONNX Runtime, same chunking as the predictor);
 - `predictor predict` as a subprocess: one shard (first run and a re-run that replaces every row),
   then four concurrent shards: wall time, rows/s, peak RSS (each process's own VmHWM);
@@ -46,7 +47,7 @@ GB = 1024**3
 
 def copy_floor(conn: psycopg.Connection, n: int) -> dict[str, float]:
     """Seconds to COPY n prediction-shaped rows (already encoded in memory) into an unlogged table, in
-    PostgreSQL's CSV and in its binary format (what the predictor sends)."""
+    PostgreSQL's CSV, text (COPY's default) and binary (what the predictor sends) formats."""
     rng = np.random.default_rng(0)
     p = rng.random(n).astype(np.float32)  # the model's output type; as text, its shortest repr (~10 characters)
     codes = band_codes(p)
@@ -69,7 +70,8 @@ def copy_floor(conn: psycopg.Connection, n: int) -> dict[str, float]:
         " risk_band text, scored_at timestamptz)"
     )
     seconds = {}
-    for fmt, payload in (("csv", csv), ("binary", pgcopy.HEADER + binary.tobytes() + pgcopy.TRAILER)):
+    formats = (("csv", csv), ("text", csv.replace(b",", b"\t")), ("binary", pgcopy.HEADER + binary.tobytes() + pgcopy.TRAILER))
+    for fmt, payload in formats:
         conn.execute("truncate copy_floor")
         started = time.monotonic()
         with conn.cursor().copy(f"copy copy_floor from stdin (format {fmt})") as copy:
@@ -176,6 +178,7 @@ def main() -> None:
         budget = 3 * floors["csv"] + predict_s
         strict = 3 * floors["binary"] + predict_s
         print(f"write floor (plain COPY of {n:,} prediction rows into an unlogged table, csv): {floors['csv']:.2f}s")
+        print(f"  the same rows in COPY's default text format:                               {floors['text']:.2f}s")
         print(f"  the same rows in binary COPY format (what the predictor sends):            {floors['binary']:.2f}s")
         print(f"model predict time alone (ONNX Runtime, {n:,} rows):                       {predict_s:.2f}s")
         print(f"budget = 3 x floor + predict time:                                          {budget:.2f}s  (binary floor: {strict:.2f}s)")
