@@ -68,7 +68,7 @@ create table if not exists ml.prediction_batches (
 def ensure_schema(conn: psycopg.Connection) -> None:
     """Create the prediction tables if missing (idempotent; safe under concurrent shard pods)."""
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtext('ml.predictions.ddl'))")
+        lock_for_transaction(conn, SCHEMA, TABLE, "ddl")
         _migrate_unpartitioned(conn)
         conn.execute(SCHEMA_DDL)
 

@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from mlp_common.exit_codes import ExitCode, StageError
+from mlp_common.warehouse import lock_for_transaction
 
 DEFAULT_MODEL = "churn"
 
@@ -118,7 +119,7 @@ class ModelVersion:
 def ensure_schema(conn: psycopg.Connection) -> None:
     """Create the registry tables if missing (idempotent; safe under concurrent callers)."""
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtext('ml.registry.ddl'))")
+        lock_for_transaction(conn, "ml.registry", "ddl")
         conn.execute(SCHEMA_DDL)
 
 

@@ -70,7 +70,7 @@ class TableLoad:
 def ensure_schema(conn: psycopg.Connection) -> None:
     """Create the raw schema's tables if missing (idempotent, serialised between concurrent loads)."""
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtext('raw.ddl'))")
+        lock_for_transaction(conn, "raw", "ddl")
         for table in TABLES.values():
             conn.execute(ddl(table))  # type: ignore[arg-type]
 
