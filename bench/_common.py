@@ -22,6 +22,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from mlp_common import warehouse
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DATA = REPO / ".data" / "bench"
 _LIBPQ = {"PGHOST": "host", "PGPORT": "port", "PGDATABASE": "dbname", "PGUSER": "user", "PGPASSWORD": "password", "PGSSLMODE": "sslmode"}
@@ -55,15 +57,12 @@ def create_database(server: Mapping[str, str], name: str) -> dict[str, str]:
 
 
 def drop_database(server: Mapping[str, str], name: str) -> None:
-    """Drop a scratch database; an autovacuum worker on it (not ours to terminate) may delay that a little."""
-    for _ in range(30):
-        try:
-            with psycopg.connect(conninfo(server, admin_database(server)), autocommit=True) as conn:
-                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-            return
-        except psycopg.errors.InsufficientPrivilege:
-            time.sleep(1)
-    print(f"could not drop scratch database {name}; drop it by hand", file=sys.stderr)
+    """Drop a scratch database (`mlp_common.warehouse.drop_database`); a failure is reported, not raised."""
+    try:
+        with psycopg.connect(conninfo(server, admin_database(server)), autocommit=True) as conn:
+            warehouse.drop_database(conn, name)
+    except psycopg.Error as exc:
+        print(f"could not drop scratch database {name} ({str(exc).strip().splitlines()[0]}); drop it by hand", file=sys.stderr)
 
 
 def load_average() -> float:

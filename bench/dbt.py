@@ -34,6 +34,7 @@ from psycopg import sql
 
 from _common import conninfo
 from mlp_common.embedded import ensure_warehouse
+from mlp_common.warehouse import drop_database
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -98,7 +99,7 @@ def generate(env: dict[str, str], dbname: str, customers: int, days: int, ds: da
     start = ds - timedelta(days=days)
     admin = conninfo(env, env.get("PGDATABASE") or "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
+        drop_database(conn, dbname)
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
     with psycopg.connect(conninfo(env, dbname), autocommit=True) as conn:
         create_raw_tables(conn, customers=True)
@@ -178,7 +179,7 @@ def main() -> None:
         report(str(customers), str(rows), full, incremental)
         if not args.keep:
             with psycopg.connect(conninfo(base_env, base_env.get("PGDATABASE") or "postgres"), autocommit=True) as conn:
-                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
+                drop_database(conn, dbname)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from psycopg import sql
 
 from _common import conninfo
 from mlp_common.embedded import ensure_warehouse
+from mlp_common.warehouse import drop_database
 from trainer.synthetic import load_training_set, make_training_set
 
 DS = "2024-06-01"
@@ -68,7 +69,7 @@ def bench(rows: int, server: dict[str, str], cutoffs: int) -> dict[str, float]:
             result = json.loads(result_path.read_text())
     finally:
         with psycopg.connect(conninfo(server, admin), autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
+            drop_database(conn, database)
     timings = result["timings"]
     return {
         "rows": rows,

@@ -18,6 +18,7 @@ import pytest
 from psycopg import sql
 
 from mlp_common.embedded import ensure_warehouse, start_embedded, stop_embedded
+from mlp_common.warehouse import drop_database
 from tests import reliability_counts
 from tests.db_helpers import conninfo
 
@@ -42,7 +43,7 @@ def warehouse(warehouse_server: dict[str, str], monkeypatch: pytest.MonkeyPatch)
         yield env
     finally:
         with psycopg.connect(conninfo(admin), autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            drop_database(conn, name)
 
 
 @pytest.fixture

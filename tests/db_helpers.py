@@ -31,3 +31,14 @@ def wait_for_sessions_to_end(db: psycopg.Connection, application: str = "%", sec
     while db.execute(query, (application,)).fetchone() != (0,):
         assert time.monotonic() < deadline, f"sessions like {application!r} never ended"
         time.sleep(0.05)
+
+
+def embedded_superuser(server: dict[str, str], dbname: str = "postgres") -> psycopg.Connection | None:
+    """The embedded warehouse's superuser, through its trusted local socket (autocommit); None when
+    `server` is not the embedded warehouse of this checkout."""
+    from mlp_common.embedded import _socket_dir, state_dir
+
+    socket = _socket_dir(state_dir())
+    if not (socket / f".s.PGSQL.{server.get('PGPORT')}").exists():
+        return None
+    return psycopg.connect(host=str(socket), port=server["PGPORT"], user="postgres", dbname=dbname, autocommit=True)

@@ -6,14 +6,19 @@ import json
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from datetime import date
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from mlp_common import registry
 from mlp_common.exit_codes import NON_RETRYABLE_CODES, ExitCode, StageError
 from mlp_common.results import write_result
+from mlp_common.warehouse import drop_database
+from tests.db_helpers import conninfo, embedded_superuser
 
 APP = """
 import typer
@@ -135,3 +140,25 @@ def test_concurrent_promotions_leave_exactly_one_champion(db: psycopg.Connection
     assert len(wins) == 1
     assert db.execute("select count(*) from ml.model_champion").fetchone() == (1,)
     assert registry.champion(db).version == wins[0]
+
+
+def test_drop_database_waits_out_a_session_it_may_not_end(warehouse_server: dict[str, str]):
+    """`drop database ... with (force)` is refused while a session of a role we may not signal is on
+    the database (an autovacuum worker, in the tests' flaky teardowns; the superuser here): the drop
+    waits for it instead of failing."""
+    name = f"test_drop_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(
+        conninfo({**warehouse_server, "PGDATABASE": warehouse_server.get("PGDATABASE", "postgres")}), autocommit=True
+    ) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        blocker = embedded_superuser(warehouse_server, dbname=name)
+        if blocker is None:
+            drop_database(admin, name)
+            pytest.skip("needs the embedded warehouse's superuser")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # what the teardowns used to do
+            admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+        threading.Timer(1.0, blocker.close).start()
+        started = time.monotonic()
+        drop_database(admin, name, seconds=30)
+        assert time.monotonic() - started >= 0.9
+        assert admin.execute("select count(*) from pg_database where datname = %s", (name,)).fetchone() == (0,)

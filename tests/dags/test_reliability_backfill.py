@@ -29,6 +29,7 @@ from dag_helpers import REPO_ROOT
 from psycopg import sql
 
 from ml_pipeline_lib.stages import DBT_INTERMEDIATE, DBT_MARTS, DBT_STAGING, INGEST, StageSpec
+from mlp_common.warehouse import drop_database
 from tests.db_helpers import conninfo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.reliability]
@@ -100,7 +101,7 @@ def two_databases(warehouse_server: dict[str, str]):  # type: ignore[no-untyped-
     finally:
         with psycopg.connect(conninfo(admin), autocommit=True) as conn:
             for name in names:
-                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+                drop_database(conn, name)
 
 
 def test_reliability_backfill_of_30_dates_in_parallel_equals_one_by_one(two_databases, tmp_path: Path, reliability) -> None:

@@ -28,7 +28,8 @@ import pytest
 from dag_helpers import AIRFLOW_HOME, DAGS_DIR, REPO_ROOT, load_dag, render_context
 from psycopg import sql
 
-from tests.db_helpers import conninfo
+from mlp_common.warehouse import drop_database
+from tests.db_helpers import conninfo, embedded_superuser
 
 SENTINEL = "pw-SENTINEL-" + uuid.uuid4().hex[:8]
 D = "2024-06-01"
@@ -90,12 +91,10 @@ def role_admin(server: dict[str, str]) -> psycopg.Connection:
     if conn.execute("select rolcreaterole or rolsuper from pg_roles where rolname = current_user").fetchone() == (True,):
         return conn
     conn.close()
-    from mlp_common.embedded import _socket_dir, state_dir
-
-    socket = _socket_dir(state_dir())
-    if not (socket / f".s.PGSQL.{server.get('PGPORT')}").exists():
+    superuser = embedded_superuser(server)
+    if superuser is None:
         pytest.skip("the warehouse user may not create roles (CREATEROLE) and this is not the embedded warehouse")
-    return psycopg.connect(host=str(socket), port=server["PGPORT"], user="postgres", dbname="postgres", autocommit=True)
+    return superuser
 
 
 @pytest.fixture
@@ -109,7 +108,7 @@ def sentinel_database(warehouse_server: dict[str, str]):  # type: ignore[no-unty
         yield {**warehouse_server, "PGDATABASE": name, "PGUSER": role, "PGPASSWORD": SENTINEL}
     finally:
         with role_admin(warehouse_server) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            drop_database(conn, name)
             conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
 
 

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from mlp_common.warehouse import RAW_LOAD_LOCK, session_lock
+from mlp_common.warehouse import RAW_LOAD_LOCK, drop_database, session_lock
 from tests.db_helpers import conninfo, wait_for_sessions_to_end
 from tests.dbt.dbt_helpers import build_all, dbt_stage, stage_env, table_rows
 from tests.dbt.raw_fixtures import TRANSACTION_COLUMNS, create_partitions, insert_rows, load_fixture, record_batch
@@ -68,7 +68,7 @@ def world_template(warehouse_server: dict[str, str], tmp_path_factory: pytest.Te
             else:
                 os.environ[key] = value
         with admin(warehouse_server) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            drop_database(conn, name)
 
 
 @contextmanager
@@ -85,7 +85,7 @@ def copy_of(template: str, server: dict[str, str], monkeypatch: pytest.MonkeyPat
             yield conn
     finally:
         with admin(server) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            drop_database(conn, name)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from mlp_common.warehouse import drop_database
 from tests.images.docker_helpers import REPO, STAGE_CLIS, docker, require_image
 
 HISTORY = ("2024-01-01", "2024-06-03")
@@ -79,7 +80,7 @@ def bridge_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
 
 def create_database(server: dict[str, str], name: str) -> dict[str, str]:
     with psycopg.connect(**conninfo(server), autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        drop_database(conn, name)
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     return {**server, "PGDATABASE": name}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -82,3 +83,32 @@ def transaction(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
     """One explicit transaction: everything inside commits together or not at all."""
     with conn.transaction():
         yield conn
+
+
+def drop_database(conn: psycopg.Connection, name: str, seconds: float = 60) -> None:
+    """Drop a database (the tests' and benchmarks' scratch ones) and end the sessions still on it.
+
+    `with (force)` refuses when an autovacuum worker happens to be on the database: it has no role a
+    non-superuser may signal. A plain DROP cancels autovacuum itself, so after ending the client
+    sessions we may end, that is the fallback. `conn` is an autocommit connection to another database.
+    """
+    drop = sql.SQL("drop database if exists {}").format(sql.Identifier(name))
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            conn.execute(drop + sql.SQL(" with (force)"))
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            pass
+        try:
+            conn.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where datname = %s and backend_type = 'client backend' and pid <> pg_backend_pid()",
+                (name,),
+            )
+            conn.execute(drop)
+            return
+        except (psycopg.errors.ObjectInUse, psycopg.errors.InsufficientPrivilege):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
