@@ -18,6 +18,8 @@ PYTEST_ARGS ?=
 export RELIABILITY_COUNTS ?= $(CURDIR)/.data/reliability/counts.jsonl
 # each suite's output is kept here too: CI shows only a log's tail, so `make test` ends by naming what failed
 TEST_LOGS ?= $(CURDIR)/.data/test-logs
+# `make lint` keeps its own mypy cache: a cache also written by a run over a subset of these paths
+# (say `mypy predictor/src`) made a later full run report modules of mlp_common as missing.
 MYPY_PATHS := $(wildcard common/src ingest/src trainer/src predictor/src dbt/src dags/*.py dags/ml_pipeline_lib bench/run.py bench/_common.py bench/dbt_dags.py bench/dag_parse.py)
 
 # The demo's data: two years of history for 5,000 customers, 0.5% of rows with planted defects.
@@ -84,7 +86,7 @@ test: warehouse lint lint-sql ## run every test this machine allows, each stage'
 lint: setup ## ruff (lint and format) and mypy over all Python code
 	$(UV) run --quiet --project . ruff check .
 	$(UV) run --quiet --project . ruff format --check .
-	$(UV) run --quiet --project . mypy $(MYPY_PATHS)
+	$(UV) run --quiet --project . mypy --cache-dir .mypy_cache/lint $(MYPY_PATHS)
 
 .PHONY: lint-sql
 lint-sql: warehouse ## sqlfluff (dbt templater) over the dbt models (compiling needs the warehouse)
