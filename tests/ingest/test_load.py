@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -299,3 +300,74 @@ def test_environment_variable_names_the_landing_folder(landing, run_ingest, db):
     run = run_ingest("load", "--ds", DAY, env={"PIPELINE_LANDING_DIR": str(landing)})
     assert run.code == 0, run.stderr
     assert Path(str(landing)).is_dir()
+
+
+def partitions(db) -> list[str]:  # type: ignore[no-untyped-def]
+    query = "select c.relname::text"
+    query += " from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = 'raw.transactions'::regclass"
+    return sorted(r[0] for r in rows(db, query))
+
+
+def test_history_load_gives_each_month_one_partition_and_daily_loads_keep_their_days(landing, run_ingest, db):
+    """A backfill's DDL is a table per month, not per day; a day that a daily load gave a table
+    keeps it; a row whose month the file names did not announce still lands (held back, then sent)."""
+    write_day(landing, "transactions", DAY, tx_file(tx_lines(2, DAY)))
+    assert run_ingest("load", "--ds", DAY, "--source", str(landing)).code == 0
+    history = landing.parent / "history"
+    write_day(history, "transactions", "2024-03-04", tx_file(tx_lines(3, "2024-03-04")))
+    write_day(history, "transactions", "2024-03-05", tx_file(tx_lines(4, "2024-03-05", start=10)))
+    write_day(history, "transactions", "2024-04-01", tx_file([*tx_lines(5, "2024-04-01", start=20), *tx_lines(1, "2024-07-15", start=30)]))
+    run = run_ingest("load", "--history", "--source", str(history))
+    assert run.code == 0, run.stderr
+    assert partitions(db) == ["transactions_d20240305", "transactions_m202403", "transactions_m202404", "transactions_m202407"]
+    assert rows(db, "select _partition_date::text, tableoid::regclass::text, count(*) from raw.transactions group by 1, 2 order by 1") == [
+        ("2024-03-04", "raw.transactions_m202403", 3),
+        ("2024-03-05", "raw.transactions_d20240305", 4),  # the daily load's 2 rows replaced
+        ("2024-04-01", "raw.transactions_m202404", 5),
+        ("2024-07-15", "raw.transactions_m202407", 1),
+    ]
+    # each file's batch names the days its rows went to (the daily dbt build reads only those)
+    batches = "select source_file like '%%2024-04-01.csv', partition_dates::text[] from raw.load_batches"
+    batches += " where mode = 'history' order by batch_id"
+    assert rows(db, batches) == [
+        (False, ["2024-03-04"]),
+        (False, ["2024-03-05"]),
+        (True, ["2024-04-01", "2024-07-15"]),
+    ]
+    # a daily load of a day a month table holds replaces that day there, and creates no table
+    write_day(landing, "transactions", "2024-03-04", tx_file(tx_lines(1, "2024-03-04", start=90)))
+    assert run_ingest("load", "--ds", "2024-03-04", "--source", str(landing)).code == 0
+    assert len(partitions(db)) == 4
+    assert rows(db, "select transaction_id from raw.transactions where _partition_date = '2024-03-04'") == [("T000090",)]
+    assert rows(db, "select count(*) from raw.transactions where _partition_date <> '2024-03-04'") == [(10,)]
+    # and the backfill again: same state (idempotent), still four tables
+    before = rows(db, "select _partition_date::text, transaction_id from raw.transactions order by 1, 2")
+    assert run_ingest("load", "--history", "--source", str(history)).code == 0
+    assert len(partitions(db)) == 4
+    after = rows(db, "select _partition_date::text, transaction_id from raw.transactions order by 1, 2")
+    assert [r for r in after if r[0] != "2024-03-04"] == [r for r in before if r[0] != "2024-03-04"]
+    assert [r[1] for r in after if r[0] == "2024-03-04"] == ["T000001", "T000002", "T000003"]
+
+
+def test_a_daily_load_waits_for_a_history_load_of_its_table(landing, run_ingest, db, warehouse):
+    """A history load holds its table (its new month tables must hold its rows only); a daily load
+    of that table waits for it instead of writing into them."""
+    import psycopg
+
+    from mlp_common.warehouse import lock_for_transaction
+    from tests.db_helpers import conninfo
+
+    write_day(landing, "transactions", DAY, tx_file(tx_lines(2, DAY)))
+    with psycopg.connect(conninfo(warehouse)) as history, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        lock_for_transaction(history, "raw", "transactions")  # what a history load holds until it commits
+        daily = pool.submit(run_ingest, "load", "--ds", DAY, "--source", str(landing))
+        waiting = []
+        for _ in range(100):
+            waiting = rows(db, "select 1 from pg_stat_activity where application_name like 'ingest%%' and wait_event = 'advisory'")
+            if waiting or daily.done():
+                break
+            time.sleep(0.1)
+        assert waiting and not daily.done(), "the daily load did not wait for the history load"
+        history.rollback()
+        assert daily.result(timeout=60).code == 0
+    assert rows(db, "select count(*) from raw.transactions") == [(2,)]

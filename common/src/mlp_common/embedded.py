@@ -174,14 +174,15 @@ def _allow_networks(pgdata: Path, networks: str) -> None:
 
 def _start(pgdata: Path, socket_dir: Path, env: dict[str, str], as_user: str | None) -> None:
     """Start the server. It is a single-node development warehouse with no replicas, so
-    `wal_level=minimal`: a COPY into a day partition truncated in the same transaction (what a
-    daily load does) then skips the write-ahead log."""
+    `wal_level=minimal`: a COPY into a partition truncated in the same transaction (what a daily
+    load does to its day, a history load to the month tables it created) then skips the
+    write-ahead log."""
     listen = os.environ.get("MLP_WAREHOUSE_LISTEN", "127.0.0.1")
     _allow_networks(pgdata, os.environ.get("MLP_WAREHOUSE_ALLOW", ""))
     options = f"-p {env['PGPORT']} -k {socket_dir} -c listen_addresses='{listen}' -c max_connections=200"
     options += " -c wal_level=minimal -c max_wal_senders=0"
-    # raw tables have one partition per day: a history load touches every day it covers in one
-    # transaction, and each partition takes a lock slot
+    # a load's transaction takes a lock slot per raw partition it touches, and raw tables have one
+    # per day loaded daily (a history load's month tables are fewer)
     options += " -c max_locks_per_transaction=1024"
     result = subprocess.run(
         [_bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "-l", str(pgdata / "server.log"), "-o", options, "start"],

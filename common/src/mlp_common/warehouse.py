@@ -38,9 +38,11 @@ def advisory_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def lock_for_transaction(conn: psycopg.Connection, *parts: str) -> None:
-    """Serialise writers of the same logical partition until the current transaction ends."""
-    conn.execute("select pg_advisory_xact_lock(%s)", (advisory_key(*parts),))
+def lock_for_transaction(conn: psycopg.Connection, *parts: str, shared: bool = False) -> None:
+    """Serialise writers of the same logical partition until the current transaction ends
+    (`shared`: many holders at once, none while someone holds it exclusively)."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    conn.execute(sql.SQL("select {}(%s)").format(sql.Identifier(function)), (advisory_key(*parts),))
 
 
 # Locks shared by stages (keys for `session_lock`):

@@ -43,27 +43,39 @@ METADATA_COLUMNS = ("_line_number", "_partition_date", "_batch_id", "_loaded_at"
 
 
 def partition_name(table: TableContract, day: date) -> str:
-    """The table holding one day of `table`: raw.<table>_d<YYYYMMDD>."""
+    """The table holding one day of `table` when a daily load created it: raw.<table>_d<YYYYMMDD>."""
     return f"{table.name}_d{day:%Y%m%d}"
 
 
+def month_partition_name(table: TableContract, month: date) -> str:
+    """The table a history load creates for a month's days: raw.<table>_m<YYYYMM>."""
+    return f"{table.name}_m{month:%Y%m}"
+
+
 def partition_ddl(table: TableContract, day: date) -> str:
-    """The day's partition of `table`, its `_partition_date` defaulting to that day (so a daily
-    COPY straight into it need not send the date). Names and dates here come from the contract
-    and a `date` object, never from input text."""
+    """The day's partition of `table` (a daily load's), its `_partition_date` defaulting to that
+    day. Names and dates here come from the contract and `date` objects, never from input text."""
     return (
         f"create table if not exists {RAW_SCHEMA}.{partition_name(table, day)} partition of {RAW_SCHEMA}.{table.name}"
         f" (_partition_date default '{day.isoformat()}') for values in ('{day.isoformat()}')"
     )
 
 
-def ddl(table: TableContract) -> str:
-    """Landing table (list-partitioned by day), rejected table, and the load batch log.
+def month_partition_ddl(table: TableContract, month: date, days: list[date]) -> str:
+    """A history load's partition for `days` (the days of `month` no day partition holds yet)."""
+    values = ", ".join(f"'{day.isoformat()}'" for day in days)
+    return f"create table {RAW_SCHEMA}.{month_partition_name(table, month)} partition of {RAW_SCHEMA}.{table.name} for values in ({values})"
 
-    One partition per day makes a reload a TRUNCATE of that day (no dead rows, no index to keep)
-    and lets a daily COPY go straight into the day's table, whose `_partition_date` default is a
-    constant. Per-row metadata is kept small, because every row pays for it: line number, batch
-    id and load time; `raw.load_batches` says which file a batch was, its mode and its counts.
+
+def ddl(table: TableContract) -> str:
+    """Landing table (list-partitioned by `_partition_date`), rejected table, and the load batch log.
+
+    A daily load gives its day a table of its own, so that a reload is a TRUNCATE of that day (no
+    dead rows, no index to keep) and the daily dbt build reads that day only. A history load puts
+    a month's days in one table: creating a table costs ~2 ms of catalog work whatever its size,
+    and a two-year backfill of day tables spent more on that DDL than on its rows.
+    Per-row metadata is kept small, because every row pays for it: line number, batch id and load
+    time; `raw.load_batches` says which file a batch was, its mode and its counts.
     """
     source_columns = ",\n    ".join(f"{c} text" for c in table.columns)
     return f"""

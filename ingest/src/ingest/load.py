@@ -1,25 +1,41 @@
 """Load raw files into `raw.*` with COPY, in one transaction, replacing the dates they cover.
 
-Daily load (`--ds D`): `<source>/<table>/<D>.csv|.parquet`; every row belongs to partition D.
-History load: any files under `<source>/<table>/` (or one file with `--table`); each row belongs to
-the partition of its own date column. Either way the dates a load covers are replaced whole:
-their old rows (and old rejected lines) go, the new ones arrive, in the same transaction. Writers
-of the same table and date are serialised by an advisory lock; different dates load concurrently.
+Daily load (`--ds D`): `<source>/<table>/<D>.csv|.parquet`; every row belongs to day D, which gets
+a partition of its own. History load: any files under `<source>/<table>/` (or one file with
+`--table`); each row belongs to the day of its own date column, and days without a partition get
+one per month. Either way the dates a load covers are replaced whole: their old rows (and old
+rejected lines) go, the new ones arrive, in the same transaction. Writers of the same table and
+date are serialised by an advisory lock (different dates load concurrently); a history load of a
+table holds the whole table.
 """
 
 from __future__ import annotations
 
+import calendar
+import contextlib
+import re
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from ingest.contract import RAW_SCHEMA, TABLES, TableContract, ddl, partition_ddl, partition_name
+from ingest.contract import (
+    RAW_SCHEMA,
+    TABLES,
+    TableContract,
+    ddl,
+    month_partition_ddl,
+    month_partition_name,
+    partition_ddl,
+    partition_name,
+)
 from ingest.parse import CHUNK_BYTES, CsvReader, Rejected
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger
@@ -27,12 +43,12 @@ from mlp_common.warehouse import RAW_LOAD_LOCK, lock_for_transaction, session_lo
 
 log = get_logger("ingest.load")
 SUFFIXES = (".csv", ".parquet")
-# Partitions created per DDL transaction: each holds the parent's exclusive lock only briefly (a
-# few milliseconds a partition), and a backfill of two years commits 8 times instead of 730.
+# Months whose partitions are created per DDL transaction: each transaction holds the parent's
+# exclusive lock only briefly (a few milliseconds a partition), and commits (a WAL flush) are few.
 PARTITIONS_PER_TRANSACTION = 100
-# Files at least this big are sent by a worker thread (parsing the next block overlaps the server's
-# COPY work); for the small day files of a backfill, starting and joining a thread per file cost
-# more than the overlap saves.
+# A COPY stream at least this big (a daily file, or all of a history load's files) is sent by a
+# worker thread: parsing the next block overlaps the server's COPY work. For small ones, starting
+# and joining the thread cost more than the overlap saves.
 QUEUED_WRITER_MIN_BYTES = 2 * CHUNK_BYTES
 
 
@@ -49,7 +65,7 @@ class TableLoad:
 
     def add(self, loaded: FileLoad) -> None:
         self.files.append(str(loaded.path))
-        self.bytes_read += loaded.path.stat().st_size
+        self.bytes_read += _size(loaded.path)
         self.rows_loaded += loaded.rows_loaded
         self.rows_rejected += len(loaded.rejected)
         self.rows_read = self.rows_loaded + self.rows_rejected
@@ -126,14 +142,17 @@ def _table(name: str) -> TableContract:
     return TABLES[name]
 
 
-def _open_reader(path: Path, table: TableContract, by_date: bool, constants: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def _open_reader(  # type: ignore[no-untyped-def]
+    path: Path, table: TableContract, by_date: bool, constants: dict[str, str] | None = None, covered: set[date] | None = None
+):
     """A reader for the file, and the handle to close (None for Parquet). `constants`: metadata
-    columns with one value for the whole file, appended to every row after the line number."""
+    columns with one value for the whole file, appended to every row after the line number (and
+    the partition date of a history load, whose rows of days outside `covered` are held back)."""
     constants = constants or {}
     if path.suffix == ".parquet":
         from ingest.parquet import ParquetReader  # pyarrow costs start-up time: only when needed
 
-        return ParquetReader(path, table, by_date, constants), None
+        return ParquetReader(path, table, by_date, constants, covered), None
     try:
         handle = path.open("rb")
     except PermissionError as exc:
@@ -142,7 +161,7 @@ def _open_reader(path: Path, table: TableContract, by_date: bool, constants: dic
         raise StageError(f"{path}: cannot be read ({exc.strerror})", ExitCode.FILE_UNREADABLE) from exc
     try:
         tail = "".join("," + value for value in constants.values()).encode()
-        return CsvReader(handle, path, table, by_date, tail), handle
+        return CsvReader(handle, path, table, by_date, tail, covered), handle
     except BaseException:
         handle.close()
         raise
@@ -163,76 +182,94 @@ class FileLoad:
     path: Path
     rows_loaded: int = 0
     rejected: list[Rejected] = field(default_factory=list)
+    days: set[date] = field(default_factory=set)
+    seconds: float = 0.0
 
 
-def _new_batch(conn: psycopg.Connection, table: TableContract, path: Path, mode: str) -> int:
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, partition: sql.Composable, ds: date) -> FileLoad:
+    """COPY one file of day `ds` as one load batch into the partition holding that day."""
+    started = time.perf_counter()
     row = conn.execute(
-        sql.SQL("insert into {} (table_name, mode, source_file) values (%s, %s, %s) returning batch_id").format(
+        sql.SQL("insert into {} (table_name, mode, source_file) values (%s, 'daily', %s) returning batch_id").format(
             sql.Identifier(RAW_SCHEMA, "load_batches")
         ),
-        (table.name, mode, str(path)),
+        (table.name, str(path)),
     ).fetchone()
     assert row is not None
-    return int(row[0])
-
-
-def _writer(cur: psycopg.Cursor, path: Path) -> QueuedLibpqWriter | None:
-    """The queued writer (a worker thread) for big files, psycopg's default (same thread) for small ones."""
+    loaded = FileLoad(int(row[0]), path, days={ds})
+    constants = {"_partition_date": ds.isoformat(), "_batch_id": str(loaded.batch_id)}
+    reader, handle = _open_reader(path, table, False, constants)
+    copy_sql = _copy_sql(partition, [*reader.header.columns, "_line_number", *constants])
     try:
-        big = path.stat().st_size >= QUEUED_WRITER_MIN_BYTES
-    except OSError:
-        big = False
-    return QueuedLibpqWriter(cur) if big else None
-
-
-def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, target: sql.Composable, ds: date | None) -> FileLoad:
-    """COPY one file as one load batch into `target`; its rejected lines go to the rejected table.
-
-    Daily: `target` is the day's partition, whose `_partition_date` default is that day. History:
-    `target` is a staging table and every row carries its own date.
-    """
-    by_date = ds is None
-    started = time.perf_counter()
-    loaded = FileLoad(_new_batch(conn, table, path, "history" if by_date else "daily"), path)
-    constants = {"_batch_id": str(loaded.batch_id)}
-    reader, handle = _open_reader(path, table, by_date, constants)
-    columns = [*reader.header.columns, "_line_number"] + (["_partition_date"] if by_date else []) + list(constants)
-    copy_sql = sql.SQL("copy {} ({}) from stdin with (format csv)").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
-    try:
-        with conn.cursor() as cur, cur.copy(copy_sql, writer=_writer(cur, path)) as copy:
-            for batch in reader.batches():
-                if batch.payload:
-                    copy.write(batch.payload)
-                loaded.rows_loaded += batch.rows
-                loaded.rejected.extend(batch.rejected)
+        with conn.cursor() as cur:
+            # a worker thread sends big files (parsing the next block overlaps the server's COPY work);
+            # for small ones, starting and joining it cost more than the overlap saves
+            writer = QueuedLibpqWriter(cur) if _size(path) >= QUEUED_WRITER_MIN_BYTES else None
+            with cur.copy(copy_sql, writer=writer) as copy:
+                for batch in reader.batches():
+                    if batch.payload:
+                        copy.write(batch.payload)
+                    loaded.rows_loaded += batch.rows
+                    loaded.rejected.extend(batch.rejected)
     except OSError as exc:
-        raise StageError(f"{path}: read failed mid-file ({exc.strerror or exc}); nothing was loaded", ExitCode.FILE_UNREADABLE) from exc
+        raise _read_failed(path, exc) from exc
     finally:
         if handle is not None:
             handle.close()
-    if loaded.rejected:
-        rejected_copy = sql.SQL("copy {} (_line_number, reason, raw_line, _partition_date, _batch_id) from stdin").format(
-            sql.Identifier(RAW_SCHEMA, table.rejected)
-        )
-        with conn.cursor() as cur, cur.copy(rejected_copy) as copy:
-            for item in loaded.rejected:
-                copy.write_row((item.line_number, item.reason, item.raw, item.partition or ds, loaded.batch_id))
-    conn.execute(
-        sql.SQL(
-            "update {} set partition_dates = %s, rows_read = %s, rows_loaded = %s, rows_rejected = %s, bytes_read = %s, seconds = %s"
-            " where batch_id = %s"
-        ).format(sql.Identifier(RAW_SCHEMA, "load_batches")),
-        (
-            [ds] if ds else [],
-            loaded.rows_loaded + len(loaded.rejected),
-            loaded.rows_loaded,
-            len(loaded.rejected),
-            path.stat().st_size,
-            time.perf_counter() - started,
-            loaded.batch_id,
-        ),
-    )
+    for item in loaded.rejected:
+        item.partition = ds
+    loaded.seconds = time.perf_counter() - started
+    _write_rejected(conn, table, [loaded])
+    _record_batches(conn, [loaded])
     return loaded
+
+
+def _read_failed(path: Path, exc: OSError) -> StageError:
+    return StageError(f"{path}: read failed mid-file ({exc.strerror or exc}); nothing was loaded", ExitCode.FILE_UNREADABLE)
+
+
+def _write_rejected(conn: psycopg.Connection, table: TableContract, loaded: list[FileLoad]) -> None:
+    """COPY the files' rejected lines into the table's rejected table."""
+    if not any(item.rejected for item in loaded):
+        return
+    rejected_copy = sql.SQL("copy {} (_line_number, reason, raw_line, _partition_date, _batch_id) from stdin").format(
+        sql.Identifier(RAW_SCHEMA, table.rejected)
+    )
+    with conn.cursor() as cur, cur.copy(rejected_copy) as copy:
+        for item in loaded:
+            for line in item.rejected:
+                copy.write_row((line.line_number, line.reason, line.raw, line.partition, item.batch_id))
+
+
+def _record_batches(conn: psycopg.Connection, loaded: list[FileLoad]) -> None:
+    """Each file's counts and the days its rows went to, in its `raw.load_batches` row (one statement)."""
+    rows = [
+        (
+            item.batch_id,
+            sorted(item.days),
+            item.rows_loaded + len(item.rejected),
+            item.rows_loaded,
+            len(item.rejected),
+            _size(item.path),
+            item.seconds,
+        )
+        for item in loaded
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "update {} set partition_dates = %s, rows_read = %s, rows_loaded = %s, rows_rejected = %s, bytes_read = %s, seconds = %s"
+                " where batch_id = %s"
+            ).format(sql.Identifier(RAW_SCHEMA, "load_batches")),
+            [(*rest, batch_id) for batch_id, *rest in rows],
+        )
 
 
 def _ddl_connection(conn: psycopg.Connection) -> psycopg.Connection:
@@ -240,31 +277,78 @@ def _ddl_connection(conn: psycopg.Connection) -> psycopg.Connection:
     return psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True, application_name="ingest-ddl")
 
 
-def ensure_partitions(conn: psycopg.Connection, table: TableContract, days: list[date]) -> list[date]:
-    """Create the day partitions that do not exist yet, in short transactions of their own
-    (`conn` is an autocommit connection), at most PARTITIONS_PER_TRANSACTION days each.
+_PARTITION_NAME = re.compile(r"_(d\d{8}|m\d{6})$")
 
-    Creating a partition locks the parent table exclusively, so it must not happen inside the
-    (long) load transaction: that would block every other load and every reader until commit.
-    One transaction per partition, though, cost a commit (a WAL flush) per day: a two-year
-    backfill spent a quarter of its time there (bench/run.py, profiled with py-spy).
-    Returns the days whose partitions did not exist before.
+
+@dataclass
+class Layout:
+    """The partitions of a raw table: day tables (daily loads) and month tables (history loads)."""
+
+    days: set[date]
+    months: set[date]
+
+    def holds(self, day: date) -> bool:
+        return day in self.days or day.replace(day=1) in self.months
+
+    def covered(self, around: set[date]) -> set[date]:
+        """Of the days of the months of `around`, those that have a partition."""
+        return {day for month in {d.replace(day=1) for d in around} for day in _days_of(month) if self.holds(day)}
+
+    def partition(self, table: TableContract, day: date) -> str:
+        return partition_name(table, day) if day in self.days else month_partition_name(table, day.replace(day=1))
+
+
+def layout(conn: psycopg.Connection, table: TableContract) -> Layout:
+    names = conn.execute(
+        "select c.relname from pg_inherits as i inner join pg_class as c on c.oid = i.inhrelid where i.inhparent = %s::regclass",
+        (f"{RAW_SCHEMA}.{table.name}",),
+    ).fetchall()
+    found = Layout(set(), set())
+    for (name,) in names:
+        match = _PARTITION_NAME.search(name)
+        if match and name == f"{table.name}{match.group(0)}":
+            key = match.group(1)
+            if key[0] == "d":
+                found.days.add(date(int(key[1:5]), int(key[5:7]), int(key[7:9])))
+            else:
+                found.months.add(date(int(key[1:5]), int(key[5:7]), 1))
+    return found
+
+
+def _days_of(month: date) -> list[date]:
+    return [month.replace(day=d) for d in range(1, calendar.monthrange(month.year, month.month)[1] + 1)]
+
+
+def ensure_partitions(conn: psycopg.Connection, table: TableContract, days: list[date], *, monthly: bool) -> list[str]:
+    """Give each of `days` a partition if none holds it yet: a day table each (`monthly` false: a
+    daily load), or a table per month for all of that month's days without one (a history load).
+    Returns the tables created.
+
+    Run from an autocommit connection, in short transactions of their own (PARTITIONS_PER_TRANSACTION
+    tables each): creating a partition locks the parent table exclusively, so it must not happen
+    inside the (long) load transaction, which would block every other load and every reader until
+    commit; one transaction per table, though, cost a commit (a WAL flush) each. Creators of the
+    same month are serialised (a day table and a month table listing that day would collide).
     """
-    existing = {
-        r[0]
-        for r in conn.execute(
-            "select c.relname from pg_inherits as i inner join pg_class as c on c.oid = i.inhrelid where i.inhparent = %s::regclass",
-            (f"{RAW_SCHEMA}.{table.name}",),
-        ).fetchall()
-    }
-    missing = [day for day in sorted(days) if partition_name(table, day) not in existing]
-    for start in range(0, len(missing), PARTITIONS_PER_TRANSACTION):
+    months = sorted({day.replace(day=1) for day in days})
+    created: list[str] = []
+    for start in range(0, len(months), PARTITIONS_PER_TRANSACTION):
+        chunk = months[start : start + PARTITIONS_PER_TRANSACTION]
         with conn.transaction():
-            for day in missing[start : start + PARTITIONS_PER_TRANSACTION]:
-                lock_for_transaction(conn, "raw.partition", table.name, day.isoformat())
-                # another loader may have created it since the query above (it held the same lock)
-                conn.execute(partition_ddl(table, day))  # type: ignore[arg-type]
-    return missing
+            for month in chunk:
+                lock_for_transaction(conn, "raw.partition", table.name, f"{month:%Y-%m}")
+            existing = layout(conn, table)  # read under the locks: another loader may have created some
+            for month in chunk:
+                if monthly:
+                    free = [day for day in _days_of(month) if not existing.holds(day)]
+                    if free:
+                        conn.execute(month_partition_ddl(table, month, free))  # type: ignore[arg-type]
+                        created.append(month_partition_name(table, month))
+                    continue
+                for day in sorted(d for d in days if d.replace(day=1) == month and not existing.holds(d)):
+                    conn.execute(partition_ddl(table, day))  # type: ignore[arg-type]
+                    created.append(partition_name(table, day))
+    return created
 
 
 def load(conn: psycopg.Connection, files: dict[str, list[Path]], *, ds: date | None) -> dict[str, TableLoad]:
@@ -274,91 +358,81 @@ def load(conn: psycopg.Connection, files: dict[str, list[Path]], *, ds: date | N
     if ds is not None:
         with _ddl_connection(conn) as ddl_conn:
             for name in files:
-                ensure_partitions(ddl_conn, TABLES[name], [ds])
+                ensure_partitions(ddl_conn, TABLES[name], [ds], monthly=False)
     results: dict[str, TableLoad] = {}
     with session_lock(conn, *RAW_LOAD_LOCK, shared=True), conn.transaction():
-        if ds is not None:
-            for name, paths in files.items():
-                stats = results[name] = TableLoad(name)
+        for name, paths in files.items():
+            stats = results[name] = TableLoad(name)
+            if ds is not None:
                 _load_day(conn, TABLES[name], paths, ds, stats)
-                log.info("loaded %s", name, extra={"fields": {"table": name, **stats.as_dict()}})
-        else:
-            # every table's files first, then every partition, then the replacements: partitions are
-            # created (from a second connection) before this transaction has truncated anything,
-            # because catalog lookups slow down while an open transaction holds hundreds of
-            # rewritten partitions (the DDL of a two-year backfill took twice as long)
-            staged = {}
-            for name, paths in files.items():
-                staged[name] = _stage_history(conn, TABLES[name], paths, results.setdefault(name, TableLoad(name)))
-            with _ddl_connection(conn) as ddl_conn:
-                for name, history in staged.items():
-                    history.new_days = set(ensure_partitions(ddl_conn, TABLES[name], history.days))
-            for name, history in staged.items():
-                _replace_history(conn, TABLES[name], history, results[name])
-                log.info("loaded %s", name, extra={"fields": {"table": name, **results[name].as_dict()}})
+            else:
+                _load_history(conn, TABLES[name], paths, stats)
+            log.info("loaded %s", name, extra={"fields": {"table": name, **stats.as_dict()}})
     return results
 
 
 def _load_day(conn: psycopg.Connection, table: TableContract, paths: list[Path], ds: date, stats: TableLoad) -> None:
-    """Replace day `ds`: empty its partition and its rejected lines, COPY straight into the partition."""
+    """Replace day `ds`: empty it (and its rejected lines), COPY straight into its partition."""
+    lock_for_transaction(conn, "raw", table.name, shared=True)  # a history load of the table holds it exclusively
     lock_for_transaction(conn, "raw", table.name, ds.isoformat())
-    partition = sql.Identifier(RAW_SCHEMA, partition_name(table, ds))
-    conn.execute(sql.SQL("truncate {}").format(partition))
+    found = layout(conn, table)
+    partition = sql.Identifier(RAW_SCHEMA, found.partition(table, ds))
+    if ds in found.days:
+        conn.execute(sql.SQL("truncate {}").format(partition))
+    else:  # a history load's month table holds the day
+        conn.execute(sql.SQL("delete from {} where _partition_date = %s").format(partition), (ds,))
     conn.execute(sql.SQL("delete from {} where _partition_date = %s").format(sql.Identifier(RAW_SCHEMA, table.rejected)), (ds,))
     for path in paths:
         stats.add(_copy_file(conn, path, table, partition, ds))
     stats.partitions = {ds}
 
 
-@dataclass
-class StagedHistory:
-    """A table's history files, COPYed into a temporary staging table: the days they cover, their batches."""
+def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Path], stats: TableLoad) -> None:
+    """Replace every day the files hold rows for: COPY them straight into the parent table (the
+    server routes each row to its day's partition), then delete those days' older rows.
 
-    staging: sql.Identifier
-    days: list[date]
-    batches: list[int]
-    new_days: set[date] = field(default_factory=set)  # partitions this load created (empty, unless a concurrent load filled one)
-
-
-def _stage_history(conn: psycopg.Connection, table: TableContract, paths: list[Path], stats: TableLoad) -> StagedHistory:
-    """COPY every file into a staging table; the days are known only once the files are read.
-
-    Their partitions are then created from a second connection (this transaction holds no lock on
-    the parent yet) and `_replace_history` truncates and refills them here.
+    Partitions must exist before a row reaches the parent, and creating one must not happen in
+    this transaction (see `ensure_partitions`). The days are known only once the files are read,
+    so the files' names (`<YYYY-MM-DD>.<ext>`, as landed) say which months to create first; rows
+    of any other month are held back (`Batch.deferred`, spooled to a temporary file) and sent at
+    the end, after this transaction has created their partitions itself (a short exclusive lock,
+    released at commit). Daily loads of the table wait for this one (a table lock they hold shared).
     """
-    staging = sql.Identifier(f"ingest_history_{table.name}")
-    # spelled out, not `like raw.<table>`: that would lock the parent and deadlock with the partition DDL
-    columns: list[sql.Composable] = [sql.SQL("{} text").format(sql.Identifier(c)) for c in table.columns]
-    columns += [sql.SQL("_line_number bigint not null, _partition_date date not null, _batch_id bigint not null")]
-    conn.execute(sql.SQL("create temporary table {} ({}) on commit drop").format(staging, sql.SQL(", ").join(columns)))
-    batches = []
-    for path in paths:
-        loaded = _copy_file(conn, path, table, staging, None)
-        stats.add(loaded)
-        batches.append(loaded.batch_id)
-    days = [r[0] for r in conn.execute(sql.SQL("select distinct _partition_date from {} order by 1").format(staging)).fetchall()]
-    return StagedHistory(staging, days, batches)
-
-
-def _replace_history(conn: psycopg.Connection, table: TableContract, history: StagedHistory, stats: TableLoad) -> None:
-    """Replace each day the staged files cover with their rows (the partitions exist by now)."""
-    staging, days, batches = history.staging, history.days, history.batches
-    for day in days:
-        lock_for_transaction(conn, "raw", table.name, day.isoformat())
-    # TRUNCATE gives each partition a new file: for the hundreds a backfill has just created (empty)
-    # that cost more than the load itself; one DELETE empties them instead (a no-op unless a
-    # concurrent load of one of those days committed rows in between; it replaces those too)
-    old_days = [d for d in days if d not in history.new_days]
+    lock_for_transaction(conn, "raw", table.name)
+    before = layout(conn, table)
+    named = [day for day in (_iso_date(path.stem) for path in paths) if day is not None]
+    with _ddl_connection(conn) as ddl_conn:
+        created = ensure_partitions(ddl_conn, table, named, monthly=True)
+    if created:
+        # empty, and only this load writes to them; truncated here they get files of this
+        # transaction, and with wal_level=minimal (the embedded warehouse) COPY skips the WAL
+        conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, name) for name in created)))
+    covered = layout(conn, table).covered(set(named))
+    loaded: list[FileLoad] = []
+    with contextlib.ExitStack() as spools:
+        deferred = _copy_history(conn, table, paths, covered, loaded, spools)
+        if deferred:
+            ensure_partitions(conn, table, sorted(set().union(*(f.days for f in loaded)) - covered), monthly=True)
+        for columns, spool in deferred.items():
+            spool.seek(0)
+            with conn.cursor() as cur, cur.copy(_copy_sql(sql.Identifier(RAW_SCHEMA, table.name), list(columns))) as copy:
+                while chunk := spool.read(CHUNK_BYTES):
+                    copy.write(chunk)
+    days = sorted(set().union(*(f.days for f in loaded)))
+    batches = [f.batch_id for f in loaded]
+    # this load's rows are the only ones in the partitions it created (daily loads of the table
+    # wait for its lock): older rows can only be in the partitions that were there before
+    old_days = [day for day in days if before.holds(day)]
     if old_days:
-        partitions = sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, partition_name(table, d)) for d in old_days)
-        conn.execute(sql.SQL("truncate {}").format(partitions))
-    if history.new_days:
         conn.execute(
-            sql.SQL("delete from {} where _partition_date = any(%s)").format(sql.Identifier(RAW_SCHEMA, table.name)),
-            (sorted(history.new_days),),
+            sql.SQL("delete from {} where _partition_date = any(%s) and not (_batch_id = any(%s))").format(
+                sql.Identifier(RAW_SCHEMA, table.name)
+            ),
+            (old_days, batches),
         )
-    names = sql.SQL(", ").join(map(sql.Identifier, [*table.columns, "_line_number", "_partition_date", "_batch_id"]))
-    conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(sql.Identifier(RAW_SCHEMA, table.name), names, names, staging))
+    for item in loaded:
+        stats.add(item)
+    _write_rejected(conn, table, loaded)
     conn.execute(
         sql.SQL(
             """
@@ -374,4 +448,69 @@ def _replace_history(conn: psycopg.Connection, table: TableContract, history: St
         ).format(rejected=sql.Identifier(RAW_SCHEMA, table.rejected), batches=sql.Identifier(RAW_SCHEMA, "load_batches")),
         (batches, days, table.name, stats.files),
     )
+    _record_batches(conn, loaded)
     stats.partitions = set(days)
+
+
+def _iso_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        return None
+
+
+def _copy_sql(target: sql.Composable, columns: list[str]) -> sql.Composed:
+    return sql.SQL("copy {} ({}) from stdin with (format csv)").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
+
+
+def _copy_history(
+    conn: psycopg.Connection,
+    table: TableContract,
+    paths: list[Path],
+    covered: set[date],
+    loaded: list[FileLoad],
+    spools: contextlib.ExitStack,
+) -> dict[tuple[str, ...], BinaryIO]:
+    """COPY the files' rows of `covered` days into the parent table: one COPY for every run of
+    files with the same column order (a COPY per file cost more than a day's rows). Rows of other
+    days go to a temporary file per column order (closed by `spools`), returned."""
+    ids = conn.execute(
+        sql.SQL("insert into {} (table_name, mode, source_file) select %s, 'history', unnest(%s::text[]) returning batch_id").format(
+            sql.Identifier(RAW_SCHEMA, "load_batches")
+        ),
+        (table.name, [str(p) for p in paths]),
+    ).fetchall()
+    deferred: dict[tuple[str, ...], BinaryIO] = {}
+    total = sum(_size(path) for path in paths)
+    target = sql.Identifier(RAW_SCHEMA, table.name)
+    with contextlib.ExitStack() as open_copy:
+        copy, columns = None, ()
+        for path, (batch_id,) in zip(paths, ids, strict=True):
+            started = time.perf_counter()
+            item = FileLoad(int(batch_id), path)
+            reader, handle = _open_reader(path, table, True, {"_batch_id": str(batch_id)}, covered)
+            try:
+                these = (*reader.header.columns, "_line_number", "_partition_date", "_batch_id")
+                if copy is None or these != columns:
+                    open_copy.close()
+                    cur = open_copy.enter_context(conn.cursor())
+                    writer = QueuedLibpqWriter(cur) if total >= QUEUED_WRITER_MIN_BYTES else None
+                    copy, columns = open_copy.enter_context(cur.copy(_copy_sql(target, list(these)), writer=writer)), these
+                for batch in reader.batches():
+                    if batch.payload:
+                        copy.write(batch.payload)
+                    if batch.deferred:
+                        if columns not in deferred:
+                            deferred[columns] = spools.enter_context(tempfile.TemporaryFile(prefix="ingest-deferred-"))
+                        deferred[columns].write(batch.deferred)
+                    item.rows_loaded += batch.rows
+                    item.rejected.extend(batch.rejected)
+                    item.days |= batch.days
+            except OSError as exc:
+                raise _read_failed(path, exc) from exc
+            finally:
+                if handle is not None:
+                    handle.close()
+            item.seconds = time.perf_counter() - started
+            loaded.append(item)
+    return deferred

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,7 +25,16 @@ BATCH_ROWS = 65_536
 
 
 class ParquetReader:
-    def __init__(self, path: Path, table: TableContract, partition_by_date: bool, constants: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        table: TableContract,
+        partition_by_date: bool,
+        constants: dict[str, str] | None = None,
+        covered: Collection[date] | None = None,
+    ) -> None:
+        """As CsvReader's: `covered` (history loads) are the days that have a partition; other days'
+        rows go to `Batch.deferred`."""
         try:
             self.file = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -35,6 +45,7 @@ class ParquetReader:
         self.table = table
         self.partition_by_date = partition_by_date
         self.constants = constants or {}
+        self.covered = None if covered is None else pa.array(sorted(covered), pa.date32())
         names = self.file.schema_arrow.names
         self.header: ParsedHeader = check_header(names, table, path)
         self._source_names = names
@@ -51,6 +62,7 @@ class ParquetReader:
         columns = [_as_text(record_batch.column(i)) for i in range(record_batch.num_columns)]
         names = list(self.header.columns)
         rejected: list[Rejected] = []
+        dates = None
         if self.partition_by_date:
             dates = _as_date(columns[self.header.date_index])
             bad = pc.is_null(dates)
@@ -73,9 +85,21 @@ class ParquetReader:
             out = pa.table([*columns, numbers], names=[*names, "_line_number"])
         for name, value in self.constants.items():
             out = out.append_column(name, pa.array([value] * out.num_rows, pa.string()))
-        buffer = io.BytesIO()
-        pacsv.write_csv(out, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-        return Batch(buffer.getvalue(), out.num_rows, rejected)
+        if dates is None:
+            return Batch(_csv(out), out.num_rows, rejected)
+        days = set(pc.unique(dates).to_pylist())
+        if self.covered is None:
+            return Batch(_csv(out), out.num_rows, rejected, days)
+        covered = pc.is_in(dates, value_set=self.covered)
+        return Batch(_csv(out.filter(covered)), out.num_rows, rejected, days, _csv(out.filter(pc.invert(covered))))
+
+
+def _csv(table: pa.Table) -> bytes:
+    if table.num_rows == 0:
+        return b""
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return buffer.getvalue()
 
 
 def _as_text(column: pa.Array) -> pa.Array:

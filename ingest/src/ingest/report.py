@@ -28,7 +28,7 @@ def raw_summary(conn: psycopg.Connection) -> tuple[str, dict[str, object]]:
         rejected = sum(n for _, n in reasons)
         figures[table.name] = {"rows": loaded[0], "partitions": loaded[1], "rejected": rejected, "rejected_by_reason": dict(reasons)}
         span = f"{loaded[2]} .. {loaded[3]}" if loaded[2] else "-"
-        lines.append(f"  {table.name:<14} {loaded[0]:>10,} rows in {loaded[1]:,} daily partitions ({span}); {rejected:,} lines rejected")
+        lines.append(f"  {table.name:<14} {loaded[0]:>10,} rows on {loaded[1]:,} days ({span}); {rejected:,} lines rejected")
         for reason, count in reasons:
             lines.append(f"      {count:>8,}  {reason}")
     return "\n".join(lines), figures
