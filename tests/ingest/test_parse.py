@@ -55,7 +55,8 @@ def tx(i: int, day: str) -> str:
 
 def test_a_day_file_goes_the_block_path_with_its_date_a_constant():
     lines = [tx(i, DAYS[0]) for i in range(500)]
-    with mock.patch.object(CsvReader, "_fast", side_effect=AssertionError("went line by line")):
+    line_by_line = mock.patch.object(CsvReader, "_fast", side_effect=AssertionError("went line by line"))
+    with line_by_line, mock.patch("ingest.parse.ARROW_MIN_BYTES", 0):
         landed, deferred, rejected, days = read("\n".join([TX_HEADER, *lines]) + "\n")
     assert (landed, deferred, rejected, days) == (expected(lines)[0], [], [], {date(2024, 3, 5)})
 
@@ -68,6 +69,7 @@ def test_one_bad_line_or_a_second_date_sends_the_block_line_by_line():
     assert days == {date(2024, 3, 5), date(2024, 3, 6)}
 
 
+@mock.patch("ingest.parse.ARROW_MIN_BYTES", 0)
 def test_rows_of_days_without_a_partition_are_held_back_with_their_line_numbers():
     lines = [tx(i, DAYS[0]) for i in range(5)] + [tx(i, DAYS[2]) for i in range(5, 8)]
     landed, deferred, _, _ = read("\n".join([TX_HEADER, *lines]), covered={date(2024, 3, 5)})
@@ -97,7 +99,7 @@ def test_any_file_reads_as_line_by_line_would(block_days, noise, size, chunk, ra
     lines = [tx(i, day) for day in block_days for i in range(size)]
     for item in noise:
         lines.insert(random.randint(0, len(lines)), item)
-    with mock.patch("ingest.parse.CHUNK_BYTES", chunk):
+    with mock.patch("ingest.parse.CHUNK_BYTES", chunk), mock.patch("ingest.parse.ARROW_MIN_BYTES", 0):
         landed, deferred, rejected, _ = read("\n".join([TX_HEADER, *lines]) + "\n")
     want_landed, want_rejected = expected(lines)
     assert deferred == []

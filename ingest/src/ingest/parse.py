@@ -28,6 +28,7 @@ from ingest.contract import TableContract
 from mlp_common.exit_codes import ExitCode, StageError
 
 CHUNK_BYTES = 4 << 20
+ARROW_MIN_BYTES = 32 << 10  # a history load's blocks from this size are checked by Arrow (see `_uniform_field`)
 MAX_RECORD_LINES = 200  # a quoted field longer than this many lines is an unterminated quote
 BOM = b"\xef\xbb\xbf"
 _ISO_DAY = re.compile(rb"^\d{4}-\d{2}-\d{2}")
@@ -220,6 +221,8 @@ class CsvReader:
         """History load of a clean block whose lines all have the contract's field count and one
         date (a day's file): the daily fast path, that date a constant like the batch id. Any
         other block goes line by line."""
+        if len(block) < ARROW_MIN_BYTES:  # line by line costs less than a call into Arrow
+            return self._fast(block.split(b"\n"))
         count = block.count(b"\n") + 1
         day = _uniform_field(block, count, self.header.columns, self.table.date_column)
         if day is None or (parsed := self.days[day]) is None:
