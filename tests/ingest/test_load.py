@@ -7,11 +7,14 @@ import os
 import time
 from pathlib import Path
 
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from mlp_common.exit_codes import ExitCode
+from mlp_common.warehouse import lock_for_transaction
+from tests.db_helpers import conninfo
 from tests.ingest.helpers import CUSTOMER_HEADER, TX_HEADER, rows, write_day
 
 pytestmark = pytest.mark.integration
@@ -352,10 +355,6 @@ def test_history_load_gives_each_month_one_partition_and_daily_loads_keep_their_
 def test_a_daily_load_waits_for_a_history_load_of_its_table(landing, run_ingest, db, warehouse):
     """A history load holds its table (its new month tables must hold its rows only); a daily load
     of that table waits for it instead of writing into them."""
-    import psycopg
-
-    from mlp_common.warehouse import lock_for_transaction
-    from tests.db_helpers import conninfo
 
     write_day(landing, "transactions", DAY, tx_file(tx_lines(2, DAY)))
     with psycopg.connect(conninfo(warehouse)) as history, concurrent.futures.ThreadPoolExecutor(1) as pool:

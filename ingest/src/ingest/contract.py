@@ -54,7 +54,8 @@ def month_partition_name(table: TableContract, month: date) -> str:
 
 def partition_ddl(table: TableContract, day: date) -> str:
     """The day's partition of `table` (a daily load's), its `_partition_date` defaulting to that
-    day. Names and dates here come from the contract and `date` objects, never from input text."""
+    day (so a daily COPY straight into it need not send the date). Names and dates here come from
+    the contract and `date` objects, never from input text."""
     return (
         f"create table if not exists {RAW_SCHEMA}.{partition_name(table, day)} partition of {RAW_SCHEMA}.{table.name}"
         f" (_partition_date default '{day.isoformat()}') for values in ('{day.isoformat()}')"

@@ -65,7 +65,7 @@ class TableLoad:
 
     def add(self, loaded: FileLoad) -> None:
         self.files.append(str(loaded.path))
-        self.bytes_read += _size(loaded.path)
+        self.bytes_read += loaded.size
         self.rows_loaded += loaded.rows_loaded
         self.rows_rejected += len(loaded.rejected)
         self.rows_read = self.rows_loaded + self.rows_rejected
@@ -184,6 +184,7 @@ class FileLoad:
     rejected: list[Rejected] = field(default_factory=list)
     days: set[date] = field(default_factory=set)
     seconds: float = 0.0
+    size: int = 0  # bytes of the file, read once
 
 
 def _size(path: Path) -> int:
@@ -193,8 +194,11 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, partition: sql.Composable, ds: date) -> FileLoad:
-    """COPY one file of day `ds` as one load batch into the partition holding that day."""
+def _copy_file(
+    conn: psycopg.Connection, path: Path, table: TableContract, partition: sql.Composable, ds: date, *, day_table: bool
+) -> FileLoad:
+    """COPY one file of day `ds` as one load batch into the partition holding that day. A day
+    table's `_partition_date` defaults to its day; a month table needs it on every row."""
     started = time.perf_counter()
     row = conn.execute(
         sql.SQL("insert into {} (table_name, mode, source_file) values (%s, 'daily', %s) returning batch_id").format(
@@ -203,15 +207,15 @@ def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, parti
         (table.name, str(path)),
     ).fetchone()
     assert row is not None
-    loaded = FileLoad(int(row[0]), path, days={ds})
-    constants = {"_partition_date": ds.isoformat(), "_batch_id": str(loaded.batch_id)}
+    loaded = FileLoad(int(row[0]), path, days={ds}, size=_size(path))
+    constants = ({} if day_table else {"_partition_date": ds.isoformat()}) | {"_batch_id": str(loaded.batch_id)}
     reader, handle = _open_reader(path, table, False, constants)
     copy_sql = _copy_sql(partition, [*reader.header.columns, "_line_number", *constants])
     try:
         with conn.cursor() as cur:
             # a worker thread sends big files (parsing the next block overlaps the server's COPY work);
             # for small ones, starting and joining it cost more than the overlap saves
-            writer = QueuedLibpqWriter(cur) if _size(path) >= QUEUED_WRITER_MIN_BYTES else None
+            writer = QueuedLibpqWriter(cur) if loaded.size >= QUEUED_WRITER_MIN_BYTES else None
             with cur.copy(copy_sql, writer=writer) as copy:
                 for batch in reader.batches():
                     if batch.payload:
@@ -257,7 +261,7 @@ def _record_batches(conn: psycopg.Connection, loaded: list[FileLoad]) -> None:
             item.rows_loaded + len(item.rejected),
             item.rows_loaded,
             len(item.rejected),
-            _size(item.path),
+            item.size,
             item.seconds,
         )
         for item in loaded
@@ -377,13 +381,14 @@ def _load_day(conn: psycopg.Connection, table: TableContract, paths: list[Path],
     lock_for_transaction(conn, "raw", table.name, ds.isoformat())
     found = layout(conn, table)
     partition = sql.Identifier(RAW_SCHEMA, found.partition(table, ds))
-    if ds in found.days:
+    day_table = ds in found.days
+    if day_table:
         conn.execute(sql.SQL("truncate {}").format(partition))
     else:  # a history load's month table holds the day
         conn.execute(sql.SQL("delete from {} where _partition_date = %s").format(partition), (ds,))
     conn.execute(sql.SQL("delete from {} where _partition_date = %s").format(sql.Identifier(RAW_SCHEMA, table.rejected)), (ds,))
     for path in paths:
-        stats.add(_copy_file(conn, path, table, partition, ds))
+        stats.add(_copy_file(conn, path, table, partition, ds, day_table=day_table))
     stats.partitions = {ds}
 
 
@@ -481,13 +486,14 @@ def _copy_history(
         (table.name, [str(p) for p in paths]),
     ).fetchall()
     deferred: dict[tuple[str, ...], BinaryIO] = {}
-    total = sum(_size(path) for path in paths)
+    sizes = [_size(path) for path in paths]
+    total = sum(sizes)
     target = sql.Identifier(RAW_SCHEMA, table.name)
     with contextlib.ExitStack() as open_copy:
         copy, columns = None, ()
-        for path, (batch_id,) in zip(paths, ids, strict=True):
+        for path, size, (batch_id,) in zip(paths, sizes, ids, strict=True):
             started = time.perf_counter()
-            item = FileLoad(int(batch_id), path)
+            item = FileLoad(int(batch_id), path, size=size)
             reader, handle = _open_reader(path, table, True, {"_batch_id": str(batch_id)}, covered)
             try:
                 these = (*reader.header.columns, "_line_number", "_partition_date", "_batch_id")
