@@ -162,3 +162,15 @@ def test_drop_database_waits_out_a_session_it_may_not_end(warehouse_server: dict
         drop_database(admin, name, seconds=30)
         assert time.monotonic() - started >= 0.9
         assert admin.execute("select count(*) from pg_database where datname = %s", (name,)).fetchone() == (0,)
+
+
+def test_a_new_embedded_warehouse_collates_by_code_point_with_the_builtin_provider(private_warehouse):
+    """initdb's builtin provider: the same order as libc's C.UTF-8 (code points), compared in bytes
+    (the marts' text sorts are ~20 % faster than under strcoll); lower() still knows non-ASCII."""
+    with psycopg.connect(autocommit=True) as conn:
+        provider = conn.execute("select datlocprovider, datlocale from pg_database where datname = current_database()").fetchone()
+        assert provider == ("b", "C.UTF-8")
+        words = ["b", "B", "a", "é", "Z", "ä", "10", "9"]
+        ordered = [row[0] for row in conn.execute("select w from unnest(%s::text[]) as w order by w", (words,))]
+        assert ordered == sorted(words)  # Python sorts str by code point
+        assert conn.execute("select lower('ÄÉ')").fetchone() == ("äé",)

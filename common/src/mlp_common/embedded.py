@@ -144,6 +144,9 @@ def _initialise(root: Path, pgdata: Path, socket_dir: Path, as_user: str | None)
             "--auth-host=scram-sha-256",
             "--encoding=UTF8",
             "--locale=C.UTF-8",
+            # PostgreSQL's own code-point collation (same order as libc's C.UTF-8): text sorts
+            # compare bytes instead of calling strcoll, ~20 % off the feature marts' sorts
+            "--locale-provider=builtin",
         ],
         check=True,
         capture_output=True,
