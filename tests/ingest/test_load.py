@@ -14,7 +14,7 @@ import pytest
 
 from mlp_common.exit_codes import ExitCode
 from mlp_common.warehouse import lock_for_transaction
-from tests.db_helpers import conninfo
+from tests.db_helpers import conninfo, embedded_superuser
 from tests.ingest.helpers import CUSTOMER_HEADER, TX_HEADER, rows, write_day
 
 pytestmark = pytest.mark.integration
@@ -350,6 +350,45 @@ def test_history_load_gives_each_month_one_partition_and_daily_loads_keep_their_
     after = rows(db, "select _partition_date::text, transaction_id from raw.transactions order by 1, 2")
     assert [r for r in after if r[0] != "2024-03-04"] == [r for r in before if r[0] != "2024-03-04"]
     assert [r[1] for r in after if r[0] == "2024-03-04"] == ["T000001", "T000002", "T000003"]
+
+
+def frozen_and_all_pages(warehouse: dict[str, str], relation: str) -> tuple[int, int]:
+    """(pages marked all-frozen in the visibility map, pages) of a table: pg_visibility, as the
+    embedded warehouse's superuser."""
+    admin = embedded_superuser(warehouse, dbname=warehouse["PGDATABASE"])
+    if admin is None:
+        pytest.skip("needs the embedded warehouse's superuser (pg_visibility)")
+    with admin:
+        admin.execute("create extension if not exists pg_visibility")
+        query = "select (pg_visibility_map_summary(%s::regclass)).all_frozen,"
+        query += " pg_relation_size(%s::regclass) / current_setting('block_size')::int"
+        found = admin.execute(query, (relation, relation)).fetchone()
+    assert found is not None
+    return int(found[0]), int(found[1])
+
+
+def test_tables_a_load_creates_get_their_rows_frozen(landing, run_ingest, db, warehouse):
+    """A load's new tables (a history load's month tables, a daily load's day table) are truncated
+    in its transaction, so COPY FREEZE applies: no hint-bit rewrite of every page at the first read,
+    no freezing by vacuum later. Rows sent through the parent (here: held back for a month the file
+    names did not announce) are loaded as usual."""
+    history = landing.parent / "history"
+    write_day(history, "transactions", "2024-03-04", tx_file(tx_lines(400, "2024-03-04")))
+    april = [*tx_lines(300, "2024-04-01", start=1000), *tx_lines(1, "2024-07-15", start=5000)]
+    write_day(history, "transactions", "2024-04-01", tx_file(april))
+    assert run_ingest("load", "--history", "--source", str(history)).code == 0
+    write_day(landing, "transactions", "2024-05-02", tx_file(tx_lines(200, "2024-05-02", start=7000)))
+    assert run_ingest("load", "--ds", "2024-05-02", "--source", str(landing)).code == 0
+    assert rows(db, "select tableoid::regclass::text, count(*) from raw.transactions group by 1 order by 1") == [
+        ("raw.transactions_d20240502", 200),
+        ("raw.transactions_m202403", 400),
+        ("raw.transactions_m202404", 300),
+        ("raw.transactions_m202407", 1),
+    ]
+    for frozen in ("raw.transactions_m202403", "raw.transactions_m202404", "raw.transactions_d20240502"):
+        all_frozen, pages = frozen_and_all_pages(warehouse, frozen)
+        assert pages > 0 and all_frozen == pages, frozen
+    assert frozen_and_all_pages(warehouse, "raw.transactions_m202407")[0] == 0
 
 
 def test_a_daily_load_waits_for_a_history_load_of_its_table(landing, run_ingest, db, warehouse):

@@ -36,7 +36,7 @@ from ingest.contract import (
     partition_ddl,
     partition_name,
 )
-from ingest.parse import CHUNK_BYTES, CsvReader, Rejected
+from ingest.parse import CHUNK_BYTES, Batch, CsvReader, Rejected
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger
 from mlp_common.warehouse import RAW_LOAD_LOCK, lock_for_transaction, session_lock
@@ -198,7 +198,8 @@ def _copy_file(
     conn: psycopg.Connection, path: Path, table: TableContract, partition: sql.Composable, ds: date, *, day_table: bool
 ) -> FileLoad:
     """COPY one file of day `ds` as one load batch into the partition holding that day. A day
-    table's `_partition_date` defaults to its day; a month table needs it on every row."""
+    table's `_partition_date` defaults to its day; a month table needs it on every row. A day table
+    was truncated by this transaction, so its rows go in frozen (`_copy_sql`)."""
     started = time.perf_counter()
     row = conn.execute(
         sql.SQL("insert into {} (table_name, mode, source_file) values (%s, 'daily', %s) returning batch_id").format(
@@ -210,7 +211,7 @@ def _copy_file(
     loaded = FileLoad(int(row[0]), path, days={ds}, size=_size(path))
     constants = ({} if day_table else {"_partition_date": ds.isoformat()}) | {"_batch_id": str(loaded.batch_id)}
     reader, handle = _open_reader(path, table, False, constants)
-    copy_sql = _copy_sql(partition, [*reader.header.columns, "_line_number", *constants])
+    copy_sql = _copy_sql(partition, [*reader.header.columns, "_line_number", *constants], freeze=day_table)
     try:
         with conn.cursor() as cur:
             # a worker thread sends big files (parsing the next block overlaps the server's COPY work);
@@ -412,10 +413,11 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
         # empty, and only this load writes to them; truncated here they get files of this
         # transaction, and with wal_level=minimal (the embedded warehouse) COPY skips the WAL
         conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, name) for name in created)))
-    covered = layout(conn, table).covered(set(named))
+    found = layout(conn, table)
+    covered = found.covered(set(named))
     loaded: list[FileLoad] = []
     with contextlib.ExitStack() as spools:
-        deferred = _copy_history(conn, table, paths, covered, loaded, spools)
+        deferred = _copy_history(conn, table, paths, _Targets(table, found, covered, set(created)), loaded, spools)
         if deferred:
             ensure_partitions(conn, table, sorted(set().union(*(f.days for f in loaded)) - covered), monthly=True)
         for columns, spool in deferred.items():
@@ -464,21 +466,46 @@ def _iso_date(text: str) -> date | None:
         return None
 
 
-def _copy_sql(target: sql.Composable, columns: list[str]) -> sql.Composed:
-    return sql.SQL("copy {} ({}) from stdin with (format csv)").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
+def _copy_sql(target: sql.Composable, columns: list[str], *, freeze: bool = False) -> sql.Composed:
+    """`freeze` (only for a table this transaction created or truncated, which nobody else can read
+    before it commits): the rows go in frozen and their pages marked all-visible, so the first
+    reader does not rewrite every page to set hint bits (with data checksums, each also a
+    full-page image in the WAL), and vacuum never has to freeze them later."""
+    options = "format csv, freeze" if freeze else "format csv"
+    return sql.SQL("copy {} ({}) from stdin with ({})").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(options))
+
+
+@dataclass
+class _Targets:
+    """Where a history load's COPY sends a batch: straight into a month table this load created
+    (and truncated), frozen, when all its rows belong there; else into the parent table, which
+    routes each row to its partition."""
+
+    table: TableContract
+    found: Layout
+    covered: set[date]
+    created: set[str]
+
+    def of(self, batch: Batch) -> str | None:
+        """The created partition holding every row of the batch's payload, or None (the parent)."""
+        names = {self.found.partition(self.table, day) for day in batch.days & self.covered}
+        if len(names) == 1 and (name := names.pop()) in self.created:
+            return name
+        return None
 
 
 def _copy_history(
     conn: psycopg.Connection,
     table: TableContract,
     paths: list[Path],
-    covered: set[date],
+    targets: _Targets,
     loaded: list[FileLoad],
     spools: contextlib.ExitStack,
 ) -> dict[tuple[str, ...], BinaryIO]:
-    """COPY the files' rows of `covered` days into the parent table: one COPY for every run of
-    files with the same column order (a COPY per file cost more than a day's rows). Rows of other
-    days go to a temporary file per column order (closed by `spools`), returned."""
+    """COPY the files' rows of covered days: one COPY for every run of batches with the same
+    target (`_Targets`) and column order, across files (a COPY per file cost more than a day's
+    rows). Rows of other days go to a temporary file per column order (closed by `spools`),
+    returned."""
     ids = conn.execute(
         sql.SQL("insert into {} (table_name, mode, source_file) select %s, 'history', unnest(%s::text[]) returning batch_id").format(
             sql.Identifier(RAW_SCHEMA, "load_batches")
@@ -488,22 +515,25 @@ def _copy_history(
     deferred: dict[tuple[str, ...], BinaryIO] = {}
     sizes = [_size(path) for path in paths]
     total = sum(sizes)
-    target = sql.Identifier(RAW_SCHEMA, table.name)
     with contextlib.ExitStack() as open_copy:
-        copy, columns = None, ()
+        copy = None
+        current: tuple[str | None, tuple[str, ...]] = (None, ())
         for path, size, (batch_id,) in zip(paths, sizes, ids, strict=True):
             started = time.perf_counter()
             item = FileLoad(int(batch_id), path, size=size)
-            reader, handle = _open_reader(path, table, True, {"_batch_id": str(batch_id)}, covered)
+            reader, handle = _open_reader(path, table, True, {"_batch_id": str(batch_id)}, targets.covered)
             try:
-                these = (*reader.header.columns, "_line_number", "_partition_date", "_batch_id")
-                if copy is None or these != columns:
-                    open_copy.close()
-                    cur = open_copy.enter_context(conn.cursor())
-                    writer = QueuedLibpqWriter(cur) if total >= QUEUED_WRITER_MIN_BYTES else None
-                    copy, columns = open_copy.enter_context(cur.copy(_copy_sql(target, list(these)), writer=writer)), these
+                columns = (*reader.header.columns, "_line_number", "_partition_date", "_batch_id")
                 for batch in reader.batches():
                     if batch.payload:
+                        key = (targets.of(batch), columns)
+                        if copy is None or key != current:
+                            open_copy.close()
+                            cur = open_copy.enter_context(conn.cursor())
+                            writer = QueuedLibpqWriter(cur) if total >= QUEUED_WRITER_MIN_BYTES else None
+                            frozen, current = key[0], key
+                            copy_sql = _copy_sql(sql.Identifier(RAW_SCHEMA, frozen or table.name), list(columns), freeze=frozen is not None)
+                            copy = open_copy.enter_context(cur.copy(copy_sql, writer=writer))
                         copy.write(batch.payload)
                     if batch.deferred:
                         if columns not in deferred:
