@@ -7,9 +7,13 @@
 {%- set trend = var('trend_window_days') | int -%}
 with
 
+{#- in date order: the windowed rows then arrive cutoff by cutoff, and the planner sorts them one
+    cutoff at a time (Incremental Sort) instead of all 16 M at once (the 12-cutoff training set
+    at 50 k customers: 54-58 s -> 46-52 s) #}
 cutoffs as (
     select cutoff_date
     from unnest({{ date_array(cutoffs) }}) as cutoff_list (cutoff_date)
+    order by cutoff_date
 ),
 
 activity as (
