@@ -486,12 +486,11 @@ class _Targets:
     covered: set[date]
     created: set[str]
 
-    def of(self, batch: Batch) -> str | None:
-        """The created partition holding every row of the batch's payload, or None (the parent)."""
+    def of(self, batch: Batch) -> str:
+        """The table to COPY the batch's payload into: the created partition that holds all its
+        rows, else the parent."""
         names = {self.found.partition(self.table, day) for day in batch.days & self.covered}
-        if len(names) == 1 and (name := names.pop()) in self.created:
-            return name
-        return None
+        return names.pop() if len(names) == 1 and names <= self.created else self.table.name
 
 
 def _copy_history(
@@ -517,7 +516,7 @@ def _copy_history(
     total = sum(sizes)
     with contextlib.ExitStack() as open_copy:
         copy = None
-        current: tuple[str | None, tuple[str, ...]] = (None, ())
+        current: tuple[str, tuple[str, ...]] = ("", ())
         for path, size, (batch_id,) in zip(paths, sizes, ids, strict=True):
             started = time.perf_counter()
             item = FileLoad(int(batch_id), path, size=size)
@@ -531,8 +530,8 @@ def _copy_history(
                             open_copy.close()
                             cur = open_copy.enter_context(conn.cursor())
                             writer = QueuedLibpqWriter(cur) if total >= QUEUED_WRITER_MIN_BYTES else None
-                            frozen, current = key[0], key
-                            copy_sql = _copy_sql(sql.Identifier(RAW_SCHEMA, frozen or table.name), list(columns), freeze=frozen is not None)
+                            current = key
+                            copy_sql = _copy_sql(sql.Identifier(RAW_SCHEMA, key[0]), list(columns), freeze=key[0] in targets.created)
                             copy = open_copy.enter_context(cur.copy(copy_sql, writer=writer))
                         copy.write(batch.payload)
                     if batch.deferred:
