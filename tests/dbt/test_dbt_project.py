@@ -54,6 +54,20 @@ def test_build_is_idempotent_point_in_time_and_honours_the_contract(db: psycopg.
     windows = db.execute(f"select count(distinct cutoff_date), max(label_window_end) from {TRAINING}").fetchone()
     assert windows[0] == 12 and windows[1] <= date.fromisoformat(D)
 
+    # the feature SQL (one aggregation per cutoff, read from the activity index) against a plain
+    # recomputation from the activity rows, for the features' cutoff and every training cutoff
+    cutoffs = [date.fromisoformat(D), *(row[0] for row in db.execute(f"select distinct cutoff_date from {TRAINING}"))]
+    expected = _reference_features(db, cutoffs)
+    columns = ", ".join(REFERENCE_COLUMNS)
+    built = {
+        (row[0], row[1]): row[2:]
+        for relation, key in ((FEATURES, "as_of_date"), (TRAINING, "cutoff_date"))
+        for row in db.execute(f"select {key}, customer_id, {columns} from {relation}")
+    }
+    assert built.keys() == expected.keys()
+    wrong = [k for k in expected if not all(_same(a, b) for a, b in zip(built[k], expected[k], strict=True))]
+    assert not wrong, [(k, built[k], expected[k]) for k in wrong[:3]]
+
     # twice in a row: identical marts
     build_all(tmp_path, D)
     assert _snapshot(db) == first
@@ -74,6 +88,49 @@ def test_build_is_idempotent_point_in_time_and_honours_the_contract(db: psycopg.
     insert_rows(db, "transactions", TRANSACTION_COLUMNS, later)
     build_all(tmp_path, D)
     assert _snapshot(db) == first
+
+
+REFERENCE_COLUMNS = (
+    "recency_days", "frequency", "monetary_total", "distinct_categories", "mean_days_between_purchases",
+    "return_amount_total", "spend_trend", "frequency_trend",
+)  # fmt: skip
+
+
+def _same(built: object, expected: object) -> bool:
+    return built == expected if built is None or expected is None else built == pytest.approx(expected, rel=1e-9)
+
+
+def _reference_features(db: psycopg.Connection, cutoffs: list[date]) -> dict[tuple[date, str], tuple]:
+    """REFERENCE_COLUMNS per (cutoff, customer) computed in Python from the activity rows, the way
+    dbt_project.yml defines them (lookback 365 days, trend windows of 90): what the marts must hold."""
+    columns = "customer_id, activity_date, category, purchase_count, purchase_amount, return_amount"
+    rows = db.execute(f"select {columns} from {ACTIVITY}").fetchall()
+    out = {}
+    for cutoff in cutoffs:
+        windows: dict[str, list] = {}
+        for customer, day, category, purchases, amount, returned in rows:
+            if cutoff - timedelta(days=365) <= day < cutoff:
+                windows.setdefault(customer, []).append((day, category, purchases, float(amount), float(returned)))
+        for customer, window in windows.items():
+            bought = [r for r in window if r[2] > 0]
+            days = sorted({r[0] for r in bought})
+            recent = [r for r in window if r[0] >= cutoff - timedelta(days=90)]
+            earlier = [r for r in window if cutoff - timedelta(days=180) <= r[0] < cutoff - timedelta(days=90)]
+
+            def trend(now: float, before: float) -> float:
+                return (now - before) / (now + before) if now + before else 0.0
+
+            out[(cutoff, customer)] = (
+                (cutoff - max(r[0] for r in window)).days,
+                sum(r[2] for r in window),
+                sum(r[3] for r in bought),
+                len({r[1] for r in bought}),
+                (days[-1] - days[0]).days / (len(days) - 1) if len(days) > 1 else None,
+                sum(r[4] for r in window),
+                trend(sum(r[3] for r in recent if r[2] > 0), sum(r[3] for r in earlier if r[2] > 0)),
+                trend(sum(r[2] for r in recent), sum(r[2] for r in earlier)),
+            )
+    return out
 
 
 def _next_day_with_new_cutoff(ds: str) -> str:

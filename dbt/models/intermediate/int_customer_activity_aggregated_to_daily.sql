@@ -5,7 +5,13 @@
         incremental_strategy='delete+insert',
         on_schema_change='fail',
         pre_hook="{{ delete_touched_activity_days() }}",
-        post_hook="create index if not exists {{ this.identifier }}_activity_date_idx on {{ this }} (activity_date)",
+        post_hook=[
+            "create index if not exists {{ this.identifier }}_activity_date_idx on {{ this }} (activity_date)",
+            "create index if not exists {{ this.identifier }}_customer_window_idx on {{ this }}
+                (customer_id, category, activity_date)
+                include (purchase_count, purchase_amount, purchase_amount_squared, return_count, return_amount)",
+            after_commit("vacuum {{ this }}"),
+        ],
     )
 }}
 {#- Customer activity per day and category: the one input of every feature and label. Sums of
@@ -19,7 +25,10 @@
     the load log names (new_load_dates), the days their ids ever carried and whether a line is still
     the latest copy of its id come from the id ledger (an index probe per line). Which copy counts
     is staging's rule (latest load wins, an invalid latest copy excludes the transaction), and the
-    columns are staging's (valid_transaction_columns). -#}
+    columns are staging's (valid_transaction_columns).
+    Two indexes: activity_date for the day deletes and the label windows; (customer, category, date)
+    with the sums included for customer_features, which reads its windows from it in group order.
+    The vacuum after each run (only the pages the run changed) keeps those reads index-only. -#}
 {%- set touched = activity_touched_days() %}
 
 with
