@@ -100,6 +100,11 @@ def _same(built: object, expected: object) -> bool:
     return built == expected if built is None or expected is None else built == pytest.approx(expected, rel=1e-9)
 
 
+def _trend(now: float, before: float) -> float:
+    """spend_trend / frequency_trend: the last trend window against the one before, in [-1, 1]."""
+    return (now - before) / (now + before) if now + before else 0.0
+
+
 def _reference_features(db: psycopg.Connection, cutoffs: list[date]) -> dict[tuple[date, str], tuple]:
     """REFERENCE_COLUMNS per (cutoff, customer) computed in Python from the activity rows, the way
     dbt_project.yml defines them (lookback 365 days, trend windows of 90): what the marts must hold."""
@@ -116,10 +121,6 @@ def _reference_features(db: psycopg.Connection, cutoffs: list[date]) -> dict[tup
             days = sorted({r[0] for r in bought})
             recent = [r for r in window if r[0] >= cutoff - timedelta(days=90)]
             earlier = [r for r in window if cutoff - timedelta(days=180) <= r[0] < cutoff - timedelta(days=90)]
-
-            def trend(now: float, before: float) -> float:
-                return (now - before) / (now + before) if now + before else 0.0
-
             out[(cutoff, customer)] = (
                 (cutoff - max(r[0] for r in window)).days,
                 sum(r[2] for r in window),
@@ -127,8 +128,8 @@ def _reference_features(db: psycopg.Connection, cutoffs: list[date]) -> dict[tup
                 len({r[1] for r in bought}),
                 (days[-1] - days[0]).days / (len(days) - 1) if len(days) > 1 else None,
                 sum(r[4] for r in window),
-                trend(sum(r[3] for r in recent if r[2] > 0), sum(r[3] for r in earlier if r[2] > 0)),
-                trend(sum(r[2] for r in recent), sum(r[2] for r in earlier)),
+                _trend(sum(r[3] for r in recent if r[2] > 0), sum(r[3] for r in earlier if r[2] > 0)),
+                _trend(sum(r[2] for r in recent), sum(r[2] for r in earlier)),
             )
     return out
 
