@@ -157,11 +157,8 @@ def main() -> None:
         starts = [ti.start_date for ti in tis if ti.start_date]
         ends = [ti.end_date for ti in tis if ti.end_date]
         run_seconds = (max(ends) - min(starts)).total_seconds() if starts and ends else seconds
-        task_seconds = {
-            ti.task_id: round((ti.end_date - ti.start_date).total_seconds(), 3)
-            for ti in sorted(tis, key=lambda ti: ti.start_date or datetime.max.replace(tzinfo=UTC))
-            if ti.start_date and ti.end_date
-        }
+        ran = sorted((ti for ti in tis if ti.start_date and ti.end_date), key=lambda ti: ti.start_date)
+        task_seconds = {ti.task_id: round((ti.end_date - ti.start_date).total_seconds(), 3) for ti in ran}
         operators = Counter(type(task).__name__ for task in dag.tasks)
     result = {
         "mode": args.mode,

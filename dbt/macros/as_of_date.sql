@@ -17,9 +17,18 @@
     {{ return(parsed.isoformat()) }}
 {%- endmacro %}
 
+{#- An ISO date (a string or a date) as a SQL date literal; none gives a typed NULL. -#}
+{% macro date_literal(value) -%}
+    {%- if value is none -%}
+        cast(null as date)
+    {%- else -%}
+        cast('{{ value }}' as date)
+    {%- endif -%}
+{%- endmacro %}
+
 {#- The as_of_date as a SQL date literal. -#}
 {% macro as_of_date_literal() -%}
-    cast('{{ as_of_date() }}' as date)
+    {{ date_literal(as_of_date()) }}
 {%- endmacro %}
 
 {#- Training snapshot cutoffs for the run: grid dates anchor + k * cadence whose label window

@@ -28,7 +28,7 @@ customers as (
     at 50 k customers). An empty list gives no rows. #}
 aggregated as (
     {%- for cutoff in (cutoffs or [none]) %}
-    {%- set cutoff_date = "cast('" ~ cutoff ~ "' as date)" if cutoff is not none else "cast(null as date)" %}
+    {%- set cutoff_date = date_literal(cutoff) %}
     select
         {{ cutoff_date }} as cutoff_date,
         activity.customer_id,

@@ -59,7 +59,7 @@ changed as (
             {#- a valid transaction is never dated after its load date, so the touched days' rows all have
                 load_date >= the first touched day: that bound reaches the raw partitions -#}
             lines.transaction_date = any({{ date_array(touched) }})
-            and lines.load_date >= cast('{{ touched[0] }}' as date)
+            and lines.load_date >= {{ date_literal(touched[0]) }}
         {%- endif %}
         and lines.exclusion_reason is null
 ),
