@@ -409,3 +409,71 @@ def test_a_daily_load_waits_for_a_history_load_of_its_table(landing, run_ingest,
         history.rollback()
         assert daily.result(timeout=60).code == 0
     assert rows(db, "select count(*) from raw.transactions") == [(2,)]
+
+
+def stage_tables(db) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r[0] for r in rows(db, "select relname::text from pg_class where relname like '\\_stage\\_%%' order by 1")]
+
+
+def test_history_load_fills_every_other_new_month_on_a_second_connection(landing, run_ingest, db, warehouse, monkeypatch):
+    """Two connections share a backfill's COPY: the months the load's transaction does not create
+    are staged on the second one and attached before commit. They end up exactly like the others:
+    named and defined the same, frozen, no stage table left, and every row of the load carries its
+    one load time, so dbt orders re-sent copies of a transaction the same way."""
+    from ingest import load as loading
+    from ingest import stages
+
+    attached: list[str] = []
+
+    def attach_and_note(conn, table, staged):  # type: ignore[no-untyped-def]
+        attached.extend(f"{table.name}:{stage.month:%Y-%m}" for stage in staged)
+        stages_attach(conn, table, staged)
+
+    stages_attach = stages.attach
+    monkeypatch.setattr(stages, "attach", attach_and_note)
+    history = landing.parent / "history"
+    for i, day in enumerate(["2024-01-10", "2024-02-10", "2024-03-10", "2024-04-10"]):
+        write_day(history, "transactions", day, tx_file(tx_lines(300, day, start=1000 * i)))
+    write_day(
+        history, "transactions", "2024-02-11", tx_file([*tx_lines(2, "2024-02-11", start=9000), *tx_lines(1, "2024-07-01", start=9100)])
+    )
+    with psycopg.connect(conninfo(warehouse), autocommit=True) as conn:
+        loading.load(conn, loading.history_files(history, None), ds=None)
+    assert attached == ["transactions:2024-02", "transactions:2024-04"]
+    assert partitions(db) == [f"transactions_m2024{m:02d}" for m in (1, 2, 3, 4, 7)]
+    assert stage_tables(db) == []
+    assert rows(db, "select count(*), count(distinct _loaded_at) from raw.transactions") == [(1203, 1)]
+    assert rows(
+        db,
+        "select count(*) from raw.transactions as t join raw.load_batches as b on b.batch_id = t._batch_id and b.loaded_at = t._loaded_at",
+    ) == [(1203,)]
+    # the stage tables' day lists (CHECK) and load-time default are gone: defined like the others
+    defaults = "select c.relname::text, pg_get_expr(d.adbin, d.adrelid),"
+    defaults += " (select count(*) from pg_constraint as k where k.conrelid = c.oid and k.contype = 'c')"
+    defaults += " from pg_class as c join pg_attrdef as d on d.adrelid = c.oid where c.relname like 'transactions_m%%' order by 1"
+    assert rows(db, defaults) == [(name, "now()", 0) for name in partitions(db)]
+    for staged in ("raw.transactions_m202402", "raw.transactions_m202404"):
+        all_frozen, pages = frozen_and_all_pages(warehouse, staged)
+        assert pages > 0 and all_frozen == pages, staged
+    # a daily load of a day in a staged month replaces it there, with a load time of its own
+    write_day(landing, "transactions", "2024-02-10", tx_file(tx_lines(5, "2024-02-10", start=7000)))
+    assert run_ingest("load", "--ds", "2024-02-10", "--source", str(landing)).code == 0
+    by_day = "select _partition_date::text, count(*), count(distinct _loaded_at) from raw.transactions group by 1 order by 1"
+    assert rows(db, by_day)[:3] == [("2024-01-10", 300, 1), ("2024-02-10", 5, 1), ("2024-02-11", 2, 1)]
+    assert rows(db, "select count(distinct _loaded_at) from raw.transactions") == [(2,)]
+
+
+def test_a_history_load_drops_the_stage_tables_a_dead_load_left(landing, run_ingest, db):
+    """A load killed after its second connection committed leaves stage tables no partitioned
+    table has (nobody reads them); the next history load of the table drops them."""
+    history = landing.parent / "history"
+    for day in ("2024-01-10", "2024-02-10"):
+        write_day(history, "transactions", day, tx_file(tx_lines(3, day)))
+    assert run_ingest("load", "--history", "--source", str(history)).code == 0
+    db.execute("create table raw._stage_transactions_1_m202402 (like raw.transactions)")
+    db.execute("insert into raw._stage_transactions_1_m202402 values ('T1', 'C1', '1', '2024-02-10', 'x', 'M', 2, '2024-02-10', 1, now())")
+    db.execute("create table raw._stage_customers_1_m202402 (like raw.customers)")
+    assert rows(db, "select count(*) from raw.transactions") == [(6,)]
+    assert run_ingest("load", "--history", "--source", str(history)).code == 0
+    assert stage_tables(db) == ["_stage_customers_1_m202402"]  # another table's: its next history load drops it
+    assert rows(db, "select count(*) from raw.transactions") == [(6,)]

@@ -321,6 +321,71 @@ def test_reliability_sigkill_during_copy_leaves_the_old_day_or_the_new_one(landi
     assert reliability.faults_injected >= 3, "the loader finished before most kills: make the file bigger"
 
 
+def history_state(conn: psycopg.Connection) -> tuple[int, int, int, int]:
+    """(rows, distinct batches, rejected lines, stage tables visible to others) of raw.transactions."""
+    ensure_schema(conn)
+    row = conn.execute(
+        "select (select count(*) from raw.transactions), (select count(distinct _batch_id) from raw.transactions),"
+        " (select count(*) from raw.transactions_rejected),"
+        " (select count(*) from pg_class where relname like '\\_stage\\_%')"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def write_history(root: Path, rows_per_day: int, seed: int) -> None:
+    """Four months of day files, each with a bad line, plus a file whose rows belong to a month no
+    file name announces (held back and sent last, after the second connection has committed)."""
+    for month in range(1, 5):
+        for day in (3, 17):
+            stamp = f"2024-{month:02d}-{day:02d}"
+            write_day(
+                root, "transactions", stamp, big_day(rows_per_day, seed=seed + month * 100 + day).replace(b"2024-03-05", stamp.encode())
+            )
+    write_day(root, "transactions", "2024-02-20", big_day(rows_per_day, seed=seed).replace(b"2024-03-05", b"2024-09-09"))
+
+
+def test_reliability_sigkill_during_a_history_load_leaves_the_old_history_or_the_new_one(tmp_path, run_ingest, db, warehouse, reliability):
+    """A backfill COPYs on two connections; the second commits its month tables (not yet partitions)
+    before the load's transaction attaches them. SIGKILL at random points, and right when those
+    tables have committed: raw shows the old backfill or the new one, never a mix; the retry lands
+    the new one and drops what the killed load left."""
+    history = tmp_path / "history"
+    write_history(history, 2_000, seed=1)
+    assert run_ingest("load", "--history", "--source", str(history)).code == 0
+    old = history_state(db)
+    write_history(history, 40_000, seed=2)
+    new = (9 * (40_000 - 40_000 // 5000), 9, 9 * (40_000 // 5000), 0)
+    rng = random.Random()
+    env = {**os.environ, **warehouse, "PIPELINE_RESULT_PATH": str(tmp_path / "killed.json")}
+    kill_points = [("staged", 0.0)] * 2 + [("seconds", rng.uniform(0.1, 0.8)) for _ in range(3)]
+    for kind, point in kill_points:
+        proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "load", "--history", "--source", str(history)], env=env)
+        started = time.monotonic()
+        try:
+            while proc.poll() is None:
+                staged = kind == "staged" and history_state(db)[3] > 0
+                if staged or (kind == "seconds" and time.monotonic() - started >= point):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.002)
+        finally:
+            proc.wait(timeout=60)
+        wait_for_sessions_to_end(db, "ingest%")
+        state = history_state(db)
+        assert state[:3] in (old[:3], new[:3]), f"killed at {kind}={point}: raw shows {state}, neither old {old} nor new {new}"
+        if proc.returncode == -signal.SIGKILL:
+            reliability.fault(survived=state[:3] in (old[:3], new[:3]))
+        retry = run_ingest("load", "--history", "--source", str(history))
+        assert retry.code == 0, retry.stderr
+        assert history_state(db) == new
+        write_history(history, 2_000, seed=1)  # back to the old backfill for the next kill
+        assert run_ingest("load", "--history", "--source", str(history)).code == 0
+        assert history_state(db) == old
+        write_history(history, 40_000, seed=2)
+    assert reliability.faults_injected >= 3, "the loader finished before most kills: make the files bigger"
+
+
 # --- a broken landing folder ------------------------------------------------------------------
 
 

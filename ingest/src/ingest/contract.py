@@ -78,7 +78,6 @@ def ddl(table: TableContract) -> str:
     Per-row metadata is kept small, because every row pays for it: line number, batch id and load
     time; `raw.load_batches` says which file a batch was, its mode and its counts.
     """
-    source_columns = ",\n    ".join(f"{c} text" for c in table.columns)
     return f"""
 create schema if not exists {RAW_SCHEMA};
 
@@ -97,11 +96,7 @@ create table if not exists {RAW_SCHEMA}.load_batches (
 );
 
 create table if not exists {RAW_SCHEMA}.{table.name} (
-    {source_columns},
-    _line_number bigint not null,
-    _partition_date date not null,
-    _batch_id bigint not null,
-    _loaded_at timestamptz not null default now()
+    {columns_ddl(table)}
 ) partition by list (_partition_date);
 
 create table if not exists {RAW_SCHEMA}.{table.rejected} (
@@ -114,3 +109,14 @@ create table if not exists {RAW_SCHEMA}.{table.rejected} (
 );
 create index if not exists {table.rejected}_partition_idx on {RAW_SCHEMA}.{table.rejected} (_partition_date);
 """
+
+
+def columns_ddl(table: TableContract, loaded_at_default: str = "now()") -> str:
+    """The columns of `raw.<table>` and of each of its partitions: the source columns as text, then
+    the load metadata (`loaded_at_default`: SQL; a history load's stage tables take its load time)."""
+    source_columns = ",\n    ".join(f"{c} text" for c in table.columns)
+    return f"""{source_columns},
+    _line_number bigint not null,
+    _partition_date date not null,
+    _batch_id bigint not null,
+    _loaded_at timestamptz not null default {loaded_at_default}"""

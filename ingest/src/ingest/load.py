@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import itertools
 import re
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from ingest import stages
 from ingest.contract import (
     RAW_SCHEMA,
     TABLES,
@@ -36,6 +39,7 @@ from ingest.contract import (
     partition_ddl,
     partition_name,
 )
+from ingest.lanes import CopyLane, copy_sql
 from ingest.parse import CHUNK_BYTES, Batch, CsvReader, Rejected
 from mlp_common.exit_codes import ExitCode, StageError
 from mlp_common.logs import get_logger
@@ -46,9 +50,9 @@ SUFFIXES = (".csv", ".parquet")
 # Months whose partitions are created per DDL transaction: each transaction holds the parent's
 # exclusive lock only briefly (a few milliseconds a partition), and commits (a WAL flush) are few.
 PARTITIONS_PER_TRANSACTION = 100
-# A COPY stream at least this big (a daily file, or all of a history load's files) is sent by a
-# worker thread: parsing the next block overlaps the server's COPY work. For small ones, starting
-# and joining the thread cost more than the overlap saves.
+# A daily file at least this big is sent by a worker thread: parsing the next block overlaps the
+# server's COPY work. For small ones, starting and joining the thread cost more than the overlap
+# saves. (A history load always sends through `CopyLane`s.)
 QUEUED_WRITER_MIN_BYTES = 2 * CHUNK_BYTES
 
 
@@ -194,12 +198,10 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _copy_file(
-    conn: psycopg.Connection, path: Path, table: TableContract, partition: sql.Composable, ds: date, *, day_table: bool
-) -> FileLoad:
+def _copy_file(conn: psycopg.Connection, path: Path, table: TableContract, partition: str, ds: date, *, day_table: bool) -> FileLoad:
     """COPY one file of day `ds` as one load batch into the partition holding that day. A day
     table's `_partition_date` defaults to its day; a month table needs it on every row. A day table
-    was truncated by this transaction, so its rows go in frozen (`_copy_sql`)."""
+    was truncated by this transaction, so its rows go in frozen (`copy_sql`)."""
     started = time.perf_counter()
     row = conn.execute(
         sql.SQL("insert into {} (table_name, mode, source_file) values (%s, 'daily', %s) returning batch_id").format(
@@ -211,13 +213,13 @@ def _copy_file(
     loaded = FileLoad(int(row[0]), path, days={ds}, size=_size(path))
     constants = ({} if day_table else {"_partition_date": ds.isoformat()}) | {"_batch_id": str(loaded.batch_id)}
     reader, handle = _open_reader(path, table, False, constants)
-    copy_sql = _copy_sql(partition, [*reader.header.columns, "_line_number", *constants], freeze=day_table)
+    statement = copy_sql(partition, [*reader.header.columns, "_line_number", *constants], freeze=day_table)
     try:
         with conn.cursor() as cur:
             # a worker thread sends big files (parsing the next block overlaps the server's COPY work);
             # for small ones, starting and joining it cost more than the overlap saves
             writer = QueuedLibpqWriter(cur) if loaded.size >= QUEUED_WRITER_MIN_BYTES else None
-            with cur.copy(copy_sql, writer=writer) as copy:
+            with cur.copy(statement, writer=writer) as copy:
                 for batch in reader.batches():
                     if batch.payload:
                         copy.write(batch.payload)
@@ -365,14 +367,21 @@ def load(conn: psycopg.Connection, files: dict[str, list[Path]], *, ds: date | N
             for name in files:
                 ensure_partitions(ddl_conn, TABLES[name], [ds], monthly=False)
     results: dict[str, TableLoad] = {}
-    with session_lock(conn, *RAW_LOAD_LOCK, shared=True), conn.transaction():
-        for name, paths in files.items():
-            stats = results[name] = TableLoad(name)
-            if ds is not None:
-                _load_day(conn, TABLES[name], paths, ds, stats)
-            else:
-                _load_history(conn, TABLES[name], paths, stats)
-            log.info("loaded %s", name, extra={"fields": {"table": name, **stats.as_dict()}})
+    committed_stages: list[str] = []  # tables a history load's second connection committed (`ingest.stages`)
+    try:
+        with session_lock(conn, *RAW_LOAD_LOCK, shared=True), conn.transaction():
+            for name, paths in files.items():
+                stats = results[name] = TableLoad(name)
+                if ds is not None:
+                    _load_day(conn, TABLES[name], paths, ds, stats)
+                else:
+                    _load_history(conn, TABLES[name], paths, stats, committed_stages)
+                log.info("loaded %s", name, extra={"fields": {"table": name, **stats.as_dict()}})
+    except BaseException:
+        if committed_stages:  # this transaction will never attach them
+            with contextlib.suppress(psycopg.Error), _ddl_connection(conn) as ddl_conn:
+                stages.drop(ddl_conn, committed_stages)
+        raise
     return results
 
 
@@ -381,21 +390,22 @@ def _load_day(conn: psycopg.Connection, table: TableContract, paths: list[Path],
     lock_for_transaction(conn, "raw", table.name, shared=True)  # a history load of the table holds it exclusively
     lock_for_transaction(conn, "raw", table.name, ds.isoformat())
     found = layout(conn, table)
-    partition = sql.Identifier(RAW_SCHEMA, found.partition(table, ds))
+    partition = found.partition(table, ds)
     day_table = ds in found.days
     if day_table:
-        conn.execute(sql.SQL("truncate {}").format(partition))
+        conn.execute(sql.SQL("truncate {}").format(sql.Identifier(RAW_SCHEMA, partition)))
     else:  # a history load's month table holds the day
-        conn.execute(sql.SQL("delete from {} where _partition_date = %s").format(partition), (ds,))
+        conn.execute(sql.SQL("delete from {} where _partition_date = %s").format(sql.Identifier(RAW_SCHEMA, partition)), (ds,))
     conn.execute(sql.SQL("delete from {} where _partition_date = %s").format(sql.Identifier(RAW_SCHEMA, table.rejected)), (ds,))
     for path in paths:
         stats.add(_copy_file(conn, path, table, partition, ds, day_table=day_table))
     stats.partitions = {ds}
 
 
-def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Path], stats: TableLoad) -> None:
-    """Replace every day the files hold rows for: COPY them straight into the parent table (the
-    server routes each row to its day's partition), then delete those days' older rows.
+def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Path], stats: TableLoad, committed_stages: list[str]) -> None:
+    """Replace every day the files hold rows for: COPY them straight into their month tables (or
+    into the parent table, which routes each row to its day's partition), then delete those days'
+    older rows.
 
     Partitions must exist before a row reaches the parent, and creating one must not happen in
     this transaction (see `ensure_partitions`). The days are known only once the files are read,
@@ -403,28 +413,55 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
     of any other month are held back (`Batch.deferred`, spooled to a temporary file) and sent at
     the end, after this transaction has created their partitions itself (a short exclusive lock,
     released at commit). Daily loads of the table wait for this one (a table lock they hold shared).
+
+    Every other new month is filled on a second connection instead (`ingest.stages`): the server's
+    COPY, one backend per connection, is what bounds the load. `committed_stages` gets the stage
+    tables that connection committed, for the caller to drop if this transaction fails.
     """
     lock_for_transaction(conn, "raw", table.name)
     before = layout(conn, table)
     named = [day for day in (_iso_date(path.stem) for path in paths) if day is not None]
-    with _ddl_connection(conn) as ddl_conn:
-        created = ensure_partitions(ddl_conn, table, named, monthly=True)
-    if created:
-        # empty, and only this load writes to them; truncated here they get files of this
-        # transaction, and with wal_level=minimal (the embedded warehouse) COPY skips the WAL
-        conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, name) for name in created)))
-    found = layout(conn, table)
-    covered = found.covered(set(named))
+    ids = _new_batches(conn, table, paths)
+    fresh = sorted({day.replace(day=1) for day in named} - before.months)
+    side_months = fresh[1::2]
+    for month in side_months:  # held until commit: no day table appears in a staged month
+        lock_for_transaction(conn, "raw.partition", table.name, f"{month:%Y-%m}")
+    unheld = layout(conn, table)
+    staged = stages.plan(table, ids[0], {month: [day for day in _days_of(month) if not unheld.holds(day)] for month in side_months})
     loaded: list[FileLoad] = []
-    with contextlib.ExitStack() as spools:
-        deferred = _copy_history(conn, table, paths, _Targets(table, found, covered, set(created)), loaded, spools)
-        if deferred:
+    with _side_connection(conn, bool(staged)) as side, _Spools() as held:
+        lanes = []
+        if side is not None:  # creates its stage tables while the DDL connection creates the other months
+            loaded_at = _transaction_start(conn)
+            lanes.append(CopyLane(side, "side", {s.name for s in staged}, setup=lambda: stages.create(side, table, staged, loaded_at)))
+        try:
+            with _ddl_connection(conn) as ddl_conn:
+                stages.drop(ddl_conn, stages.left_over(ddl_conn, table, keep=ids[0]))
+                created = ensure_partitions(ddl_conn, table, [d for d in named if d.replace(day=1) not in side_months], monthly=True)
+            if created:
+                # empty, and only this load writes to them; truncated here they get files of this
+                # transaction, and with wal_level=minimal (the embedded warehouse) COPY skips the WAL
+                conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, name) for name in created)))
+            found = layout(conn, table)
+            covered = found.covered(set(named)) | {day for stage in staged for day in stage.days}
+            targets = _Targets(table, found, covered, set(created), {stage.month: stage.name for stage in staged})
+            lanes.insert(0, CopyLane(conn, "main", targets.created))
+        except BaseException:
+            _close_lanes(lanes, failed=True)
+            raise
+        _copy_history(table, list(zip(paths, ids, strict=True)), targets, lanes, loaded, held)
+        if side is not None:
+            side.commit()
+            committed_stages.extend(stage.name for stage in staged)
+        stages.attach(conn, table, staged)
+        if held.files:
             ensure_partitions(conn, table, sorted(set().union(*(f.days for f in loaded)) - covered), monthly=True)
-        for columns, spool in deferred.items():
+        for columns, spool in held.files.items():
             spool.seek(0)
-            with conn.cursor() as cur, cur.copy(_copy_sql(sql.Identifier(RAW_SCHEMA, table.name), list(columns))) as copy:
+            with conn.cursor() as cur, cur.copy(copy_sql(table.name, columns)) as copy:
                 while chunk := spool.read(CHUNK_BYTES):
                     copy.write(chunk)
+    loaded.sort(key=lambda item: item.batch_id)
     days = sorted(set().union(*(f.days for f in loaded)))
     batches = [f.batch_id for f in loaded]
     # this load's rows are the only ones in the partitions it created (daily loads of the table
@@ -466,78 +503,124 @@ def _iso_date(text: str) -> date | None:
         return None
 
 
-def _copy_sql(target: sql.Composable, columns: list[str], *, freeze: bool = False) -> sql.Composed:
-    """`freeze` (only for a table this transaction created or truncated, which nobody else can read
-    before it commits): the rows go in frozen and their pages marked all-visible, so the first
-    reader does not rewrite every page to set hint bits (with data checksums, each also a
-    full-page image in the WAL), and vacuum never has to freeze them later."""
-    options = "format csv, freeze" if freeze else "format csv"
-    return sql.SQL("copy {} ({}) from stdin with ({})").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(options))
-
-
-@dataclass
-class _Targets:
-    """Where a history load's COPY sends a batch: straight into a month table this load created
-    (and truncated), frozen, when all its rows belong there; else into the parent table, which
-    routes each row to its partition."""
-
-    table: TableContract
-    found: Layout
-    covered: set[date]
-    created: set[str]
-
-    def of(self, batch: Batch) -> str:
-        """The table to COPY the batch's payload into: the created partition that holds all its
-        rows, else the parent."""
-        names = {self.found.partition(self.table, day) for day in batch.days & self.covered}
-        return names.pop() if len(names) == 1 and names <= self.created else self.table.name
-
-
-def _copy_history(
-    conn: psycopg.Connection,
-    table: TableContract,
-    paths: list[Path],
-    targets: _Targets,
-    loaded: list[FileLoad],
-    spools: contextlib.ExitStack,
-) -> dict[tuple[str, ...], BinaryIO]:
-    """COPY the files' rows of covered days: one COPY for every run of batches with the same
-    target (`_Targets`) and column order, across files (a COPY per file cost more than a day's
-    rows). Rows of other days go to a temporary file per column order (closed by `spools`),
-    returned."""
+def _new_batches(conn: psycopg.Connection, table: TableContract, paths: list[Path]) -> list[int]:
+    """A `raw.load_batches` row per file of a history load (one statement); their ids, in order."""
     ids = conn.execute(
         sql.SQL("insert into {} (table_name, mode, source_file) select %s, 'history', unnest(%s::text[]) returning batch_id").format(
             sql.Identifier(RAW_SCHEMA, "load_batches")
         ),
         (table.name, [str(p) for p in paths]),
     ).fetchall()
-    deferred: dict[tuple[str, ...], BinaryIO] = {}
-    sizes = [_size(path) for path in paths]
-    total = sum(sizes)
-    with contextlib.ExitStack() as open_copy:
-        copy = None
-        current: tuple[str, tuple[str, ...]] = ("", ())
-        for path, size, (batch_id,) in zip(paths, sizes, ids, strict=True):
+    return [int(batch_id) for (batch_id,) in ids]
+
+
+def _transaction_start(conn: psycopg.Connection) -> datetime:
+    row = conn.execute("select now()").fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def _side_connection(conn: psycopg.Connection, wanted: bool) -> Iterator[psycopg.Connection | None]:
+    """A second connection to the same database (None unless `wanted`), its transaction rolled
+    back unless committed."""
+    if not wanted:
+        yield None
+        return
+    with psycopg.connect(conn.info.dsn, password=conn.info.password, application_name="ingest-side") as side:
+        yield side
+
+
+@dataclass
+class _Targets:
+    """Where a history load's COPY sends a batch: straight into a month table this load created
+    (and truncated) or staged, frozen, when all its rows belong there; else into the parent table,
+    which routes each row to its partition."""
+
+    table: TableContract
+    found: Layout
+    covered: set[date]
+    created: set[str]
+    staged: dict[date, str]  # month -> its stage table (`ingest.stages`)
+
+    def partition(self, day: date) -> str:
+        staged = self.staged.get(day.replace(day=1))
+        return staged if staged is not None and day not in self.found.days else self.found.partition(self.table, day)
+
+    def of(self, batch: Batch) -> str | None:
+        """The table to COPY the batch's payload into: the created or staged month table that holds
+        all its rows, else the parent; None when its rows span tables and some belong to a stage
+        table, which the parent can route to only once it is attached (the payload waits)."""
+        names = {self.partition(day) for day in batch.days & self.covered}
+        if len(names) == 1 and names <= self.created | set(self.staged.values()):
+            return names.pop()
+        return None if names & set(self.staged.values()) else self.table.name
+
+    def on_side(self, path: Path) -> bool:
+        """Whether the file's name announces a staged month (its rows go on the second connection)."""
+        day = _iso_date(path.stem)
+        return day is not None and day.replace(day=1) in self.staged
+
+
+class _Spools(contextlib.ExitStack):
+    """Rows a history load holds back, in a temporary file per column order (`files`), to be sent
+    through the parent table at the end; the files are closed (deleted) with the stack."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[tuple[str, ...], BinaryIO] = {}
+
+    def write(self, columns: tuple[str, ...], rows: bytes) -> None:
+        if columns not in self.files:
+            self.files[columns] = self.enter_context(tempfile.TemporaryFile(prefix="ingest-deferred-"))  # noqa: SIM115 - closed with the stack
+        self.files[columns].write(rows)
+
+
+def _close_lanes(lanes: list[CopyLane], *, failed: bool) -> None:
+    """Close every lane (its thread ended) before the connections are used again; raise the first
+    error a lane hit, unless the load failed already (`failed`: abort them)."""
+    errors: list[BaseException] = []
+    for lane in lanes:
+        try:
+            lane.close(abort=failed or bool(errors))
+        except BaseException as exc:  # noqa: BLE001 - raised below, once the other lane is closed too
+            errors.append(exc)
+    if errors and not failed:
+        raise errors[0]
+
+
+def _copy_history(
+    table: TableContract,
+    files: list[tuple[Path, int]],
+    targets: _Targets,
+    lanes: list[CopyLane],
+    loaded: list[FileLoad],
+    held: _Spools,
+) -> None:
+    """COPY the files' rows of covered days, each batch to its table (`_Targets`), through `lanes`:
+    the load's own connection first, then (if any months are staged) the second one. Each lane
+    keeps one COPY open per run of batches with the same table and column order, across files (a
+    COPY per file cost more than a day's rows). The files of the two lanes are read in turns, so
+    both servers stay busy. Rows held back go to `held`. The lanes are closed on return."""
+    main, side = lanes[0], lanes[-1]
+    order = [f for f in files if not targets.on_side(f[0])], [f for f in files if targets.on_side(f[0])]
+    failed = True
+    try:
+        for path, batch_id in (f for pair in itertools.zip_longest(*order) for f in pair if f is not None):
             started = time.perf_counter()
-            item = FileLoad(int(batch_id), path, size=size)
+            item = FileLoad(batch_id, path, size=_size(path))
             reader, handle = _open_reader(path, table, True, {"_batch_id": str(batch_id)}, targets.covered)
             try:
                 columns = (*reader.header.columns, "_line_number", "_partition_date", "_batch_id")
                 for batch in reader.batches():
-                    if batch.payload:
-                        key = (targets.of(batch), columns)
-                        if copy is None or key != current:
-                            open_copy.close()
-                            cur = open_copy.enter_context(conn.cursor())
-                            writer = QueuedLibpqWriter(cur) if total >= QUEUED_WRITER_MIN_BYTES else None
-                            current = key
-                            copy_sql = _copy_sql(sql.Identifier(RAW_SCHEMA, key[0]), list(columns), freeze=key[0] in targets.created)
-                            copy = open_copy.enter_context(cur.copy(copy_sql, writer=writer))
-                        copy.write(batch.payload)
                     if batch.deferred:
-                        if columns not in deferred:
-                            deferred[columns] = spools.enter_context(tempfile.TemporaryFile(prefix="ingest-deferred-"))
-                        deferred[columns].write(batch.deferred)
+                        held.write(columns, batch.deferred)
+                    if batch.payload:
+                        target = targets.of(batch)
+                        if target is None:
+                            held.write(columns, batch.payload)
+                        else:
+                            (side if target in targets.staged.values() else main).send(target, columns, batch.payload)
                     item.rows_loaded += batch.rows
                     item.rejected.extend(batch.rejected)
                     item.days |= batch.days
@@ -548,4 +631,6 @@ def _copy_history(
                     handle.close()
             item.seconds = time.perf_counter() - started
             loaded.append(item)
-    return deferred
+        failed = False
+    finally:
+        _close_lanes(lanes, failed=failed)
