@@ -122,6 +122,20 @@ def test_unterminated_quote_rejects_one_line_and_keeps_the_rest(landing, run_ing
     assert rows(db, "select _line_number, reason from raw.transactions_rejected") == [(2, "unterminated quoted field")]
 
 
+def test_a_quote_inside_an_unquoted_field_that_spans_lines_is_one_rejected_record(landing, run_ingest, db):
+    """The line's quotes do not balance, so the next line joins its record; but a quote inside an
+    unquoted field is text to the csv module, whose record ends at the line break. Both lines are
+    rejected as one record (found by the reliability property test: the second line was lost)."""
+    write_day(landing, "transactions", DAY, tx_file(['T1,C0"01,1.00,2024-03-05,grocery,M01', 'x"', *tx_lines(2, start=2)]))
+    run = run_ingest("load", "--ds", DAY, "--source", str(landing))
+    assert run.code == 0, run.stderr
+    assert (run.result["rows_read"], run.result["rows_loaded"], run.result["rows_rejected"]) == (3, 2, 1)
+    assert rows(db, "select _line_number, reason, raw_line from raw.transactions_rejected") == [
+        (2, "quote inside an unquoted field", b'T1,C0"01,1.00,2024-03-05,grocery,M01\nx"')
+    ]
+    assert rows(db, "select _line_number from raw.transactions order by 1") == [(4,), (5,)]
+
+
 def test_header_may_be_reordered_and_cased(landing, run_ingest, db):
     write_day(
         landing,

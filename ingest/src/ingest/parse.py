@@ -318,10 +318,14 @@ class CsvReader:
             fields = text.split(",")
         else:
             try:
-                fields = next(csv.reader(io.StringIO(text, newline="")), [])
+                parsed = list(csv.reader(io.StringIO(text, newline="")))
             except csv.Error as exc:  # e.g. a quoted field over the csv module's field size limit
                 rejected.append(Rejected(number, f"unparseable CSV record ({exc})", record))
                 return
+            if len(parsed) > 1:  # a quote inside an unquoted field is text to the csv module: the line break ended its record
+                rejected.append(Rejected(number, "quote inside an unquoted field", record))
+                return
+            fields = parsed[0] if parsed else []
         if len(fields) != self.width:
             rejected.append(Rejected(number, f"expected {self.width} fields, found {len(fields)}", record))
             return
