@@ -47,11 +47,20 @@ class CopyLane:
     `send()` or by `close()`.
     """
 
-    def __init__(self, conn: psycopg.Connection, name: str, frozen: set[str], setup: Callable[[], None] | None = None) -> None:
-        """`setup`: run on the lane's thread before anything is sent (the caller goes on meanwhile)."""
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        name: str,
+        frozen: set[str],
+        setup: Callable[[], None] | None = None,
+        finish: Callable[[], None] | None = None,
+    ) -> None:
+        """`setup` and `finish` run on the lane's thread, before anything is sent and after the last
+        COPY ended (not when aborted): the caller goes on meanwhile."""
         self.conn = conn
         self.frozen = frozen  # targets this transaction created or truncated: COPY FREEZE
         self.setup = setup
+        self.finish = finish
         self._queue: queue.Queue[tuple[str, tuple[str, ...], bytes] | None] = queue.Queue(maxsize=LANE_DEPTH)
         self._error: BaseException | None = None
         self._aborting = False
@@ -91,6 +100,8 @@ class CopyLane:
                 done = True
                 if self._aborting:
                     raise _Abort("the load failed")
+            if self.finish is not None:
+                self.finish()
         except BaseException as exc:  # noqa: BLE001 - the thread's end: the caller raises it
             self._error = exc
             while not done and self._queue.get() is not None:  # keep `send()` from blocking until the caller sees the error

@@ -433,7 +433,16 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
         lanes = []
         if side is not None:  # creates its stage tables while the DDL connection creates the other months
             loaded_at = _transaction_start(conn)
-            lanes.append(CopyLane(side, "side", {s.name for s in staged}, setup=lambda: stages.create(side, table, staged, loaded_at)))
+            committed_stages.extend(stage.name for stage in staged)  # once the lane commits (dropped if this load fails)
+            lanes.append(
+                CopyLane(
+                    side,
+                    "side",
+                    {stage.name for stage in staged},
+                    setup=lambda: stages.create(side, table, staged, loaded_at),
+                    finish=side.commit,
+                )
+            )
         try:
             with _ddl_connection(conn) as ddl_conn:
                 stages.drop(ddl_conn, stages.left_over(ddl_conn, table, keep=ids[0]))
@@ -450,9 +459,6 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
             _close_lanes(lanes, failed=True)
             raise
         _copy_history(table, list(zip(paths, ids, strict=True)), targets, lanes, loaded, held)
-        if side is not None:
-            side.commit()
-            committed_stages.extend(stage.name for stage in staged)
         stages.attach(conn, table, staged)
         if held.files:
             ensure_partitions(conn, table, sorted(set().union(*(f.days for f in loaded)) - covered), monthly=True)
