@@ -279,9 +279,14 @@ def _record_batches(conn: psycopg.Connection, loaded: list[FileLoad]) -> None:
         )
 
 
+def _connect_again(conn: psycopg.Connection, application_name: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """Another connection to `conn`'s database, as the same user."""
+    return psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=autocommit, application_name=application_name)
+
+
 def _ddl_connection(conn: psycopg.Connection) -> psycopg.Connection:
     """A second, autocommit connection to the same database, for DDL that must commit on its own."""
-    return psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True, application_name="ingest-ddl")
+    return _connect_again(conn, "ingest-ddl", autocommit=True)
 
 
 _PARTITION_NAME = re.compile(r"_(d\d{8}|m\d{6})$")
@@ -533,7 +538,7 @@ def _side_connection(conn: psycopg.Connection, wanted: bool) -> Iterator[psycopg
     if not wanted:
         yield None
         return
-    with psycopg.connect(conn.info.dsn, password=conn.info.password, application_name="ingest-side") as side:
+    with _connect_again(conn, "ingest-side") as side:
         yield side
 
 
@@ -548,6 +553,10 @@ class _Targets:
     covered: set[date]
     created: set[str]
     staged: dict[date, str]  # month -> its stage table (`ingest.stages`)
+    staged_names: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.staged_names = set(self.staged.values())
 
     def partition(self, day: date) -> str:
         staged = self.staged.get(day.replace(day=1))
@@ -558,9 +567,9 @@ class _Targets:
         all its rows, else the parent; None when its rows span tables and some belong to a stage
         table, which the parent can route to only once it is attached (the payload waits)."""
         names = {self.partition(day) for day in batch.days & self.covered}
-        if len(names) == 1 and names <= self.created | set(self.staged.values()):
+        if len(names) == 1 and (names <= self.created or names <= self.staged_names):
             return names.pop()
-        return None if names & set(self.staged.values()) else self.table.name
+        return None if names & self.staged_names else self.table.name
 
     def on_side(self, path: Path) -> bool:
         """Whether the file's name announces a staged month (its rows go on the second connection)."""
@@ -626,7 +635,7 @@ def _copy_history(
                         if target is None:
                             held.write(columns, batch.payload)
                         else:
-                            (side if target in targets.staged.values() else main).send(target, columns, batch.payload)
+                            (side if target in targets.staged_names else main).send(target, columns, batch.payload)
                     item.rows_loaded += batch.rows
                     item.rejected.extend(batch.rejected)
                     item.days |= batch.days
