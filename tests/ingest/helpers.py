@@ -27,3 +27,8 @@ def write_day(root: Path, table: str, day: str, content: bytes | str, suffix: st
 
 def rows(db, sql: str, *params: Any) -> list[tuple[Any, ...]]:  # type: ignore[no-untyped-def]
     return db.execute(sql, params).fetchall()
+
+
+def stage_tables(db) -> list[str]:  # type: ignore[no-untyped-def]
+    """The stage tables a history load's second connection made (`ingest.stages`) that still exist."""
+    return [r[0] for r in rows(db, "select relname::text from pg_class where relname like '\\_stage\\_%%' order by 1")]

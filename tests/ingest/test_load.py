@@ -15,7 +15,7 @@ import pytest
 from mlp_common.exit_codes import ExitCode
 from mlp_common.warehouse import lock_for_transaction
 from tests.db_helpers import conninfo, embedded_superuser
-from tests.ingest.helpers import CUSTOMER_HEADER, TX_HEADER, rows, write_day
+from tests.ingest.helpers import CUSTOMER_HEADER, TX_HEADER, rows, stage_tables, write_day
 
 pytestmark = pytest.mark.integration
 
@@ -423,10 +423,6 @@ def test_a_daily_load_waits_for_a_history_load_of_its_table(landing, run_ingest,
         history.rollback()
         assert daily.result(timeout=60).code == 0
     assert rows(db, "select count(*) from raw.transactions") == [(2,)]
-
-
-def stage_tables(db) -> list[str]:  # type: ignore[no-untyped-def]
-    return [r[0] for r in rows(db, "select relname::text from pg_class where relname like '\\_stage\\_%%' order by 1")]
 
 
 def test_history_load_fills_every_other_new_month_on_a_second_connection(landing, run_ingest, db, warehouse, monkeypatch):
