@@ -435,9 +435,9 @@ def test_history_load_fills_every_other_new_month_on_a_second_connection(landing
 
     attached: list[str] = []
 
-    def attach_and_note(conn, table, staged):  # type: ignore[no-untyped-def]
+    def attach_and_note(conn, table, staged, loaded_days):  # type: ignore[no-untyped-def]
         attached.extend(f"{table.name}:{stage.month:%Y-%m}" for stage in staged)
-        stages_attach(conn, table, staged)
+        stages_attach(conn, table, staged, loaded_days)
 
     stages_attach = stages.attach
     monkeypatch.setattr(stages, "attach", attach_and_note)
@@ -487,3 +487,56 @@ def test_a_history_load_drops_the_stage_tables_a_dead_load_left(landing, run_ing
     assert run_ingest("load", "--history", "--source", str(history)).code == 0
     assert stage_tables(db) == ["_stage_customers_1_m202402"]  # another table's: its next history load drops it
     assert rows(db, "select count(*) from raw.transactions") == [(6,)]
+
+
+def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names(landing, run_ingest, db, warehouse):
+    """A history load that names every day of a month table builds the month anew (staged on
+    either connection) and drops the old table: no old row deleted, none routed one by one. A day
+    whose file brings no rows keeps its old rows; a month named in part, and a day a daily load
+    gave a table, are replaced day by day as before."""
+    write_day(landing, "transactions", DAY, tx_file(tx_lines(2, DAY)))
+    assert run_ingest("load", "--ds", DAY, "--source", str(landing)).code == 0
+    history = landing.parent / "history"
+    february = [f"2024-02-{d:02d}" for d in range(1, 30)]
+    march = [f"2024-03-{d:02d}" for d in range(1, 32)]
+    for i, day in enumerate([*february, *march, "2024-04-10"]):
+        write_day(history, "transactions", day, tx_file(tx_lines(2, day, start=10 * i)))
+    assert run_ingest("load", "--history", "--source", str(history)).code == 0
+    assert partitions(db) == ["transactions_d20240305", "transactions_m202402", "transactions_m202403", "transactions_m202404"]
+    oid = "select c.relname::text, c.oid::int from pg_class as c where c.relname like 'transactions_m%%' order by 1"
+    before_oids = dict(rows(db, oid))
+    old_rows = "select transaction_id, _batch_id, _loaded_at from raw.transactions where _partition_date = '2024-03-07' order by 1"
+    kept = rows(db, old_rows)
+    write_day(history, "transactions", "2024-03-07", tx_file([]))  # no rows: the day keeps its old ones
+    for i, day in enumerate(["2024-02-11", "2024-03-08", DAY, "2024-04-10"]):
+        write_day(history, "transactions", day, tx_file(tx_lines(3, day, start=900 + 10 * i)))
+    run = run_ingest("load", "--history", "--source", str(history))
+    assert run.code == 0, run.stderr
+    after_oids = dict(rows(db, oid))
+    assert after_oids["transactions_m202404"] == before_oids["transactions_m202404"]  # April is named in part
+    assert after_oids["transactions_m202402"] != before_oids["transactions_m202402"]
+    assert after_oids["transactions_m202403"] != before_oids["transactions_m202403"]
+    assert partitions(db) == ["transactions_d20240305", "transactions_m202402", "transactions_m202403", "transactions_m202404"]
+    assert stage_tables(db) == []
+    by_day = "select _partition_date::text, tableoid::regclass::text, count(*) from raw.transactions"
+    by_day += " where _partition_date in ('2024-02-10', '2024-02-11', '2024-03-05', '2024-03-07', '2024-03-08', '2024-04-10')"
+    by_day += " group by 1, 2 order by 1"
+    assert rows(db, by_day) == [
+        ("2024-02-10", "raw.transactions_m202402", 2),
+        ("2024-02-11", "raw.transactions_m202402", 3),
+        ("2024-03-05", "raw.transactions_d20240305", 3),
+        ("2024-03-07", "raw.transactions_m202403", 2),
+        ("2024-03-08", "raw.transactions_m202403", 3),
+        ("2024-04-10", "raw.transactions_m202404", 3),
+    ]
+    assert rows(db, "select count(*) from raw.transactions") == [(2 * 56 + 3 * 4 + 2,)]  # 61 files: 4 of 3 rows, 1 empty
+    assert kept == rows(db, old_rows)
+    assert rows(db, "select count(distinct _loaded_at) from raw.transactions where _partition_date <> '2024-03-07'") == [(1,)]
+    # defined like a month table the load had created: the parent's columns, no day list, now()
+    defaults = "select c.relname::text, pg_get_expr(d.adbin, d.adrelid),"
+    defaults += " (select count(*) from pg_constraint as k where k.conrelid = c.oid and k.contype = 'c')"
+    defaults += " from pg_class as c join pg_attrdef as d on d.adrelid = c.oid where c.relname like 'transactions_m%%' order by 1"
+    assert rows(db, defaults) == [(f"transactions_m2024{m:02d}", "now()", 0) for m in (2, 3, 4)]
+    # February (filled in the load's own transaction, no row kept): every page frozen
+    all_frozen, pages = frozen_and_all_pages(warehouse, "raw.transactions_m202402")
+    assert pages > 0 and all_frozen == pages

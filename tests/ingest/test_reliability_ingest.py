@@ -332,9 +332,14 @@ def history_state(conn: psycopg.Connection) -> tuple[int, int, int, int]:
     return int(row[0]), int(row[1]), int(row[2]), len(stage_tables(conn))
 
 
+FULL_MONTH_FILES = 29 + 26  # the small files that name every other day of January and February
+
+
 def write_history(root: Path, rows_per_day: int, seed: int) -> None:
     """Four months of day files, each with a bad line, plus a file whose rows belong to a month no
-    file name announces (held back and sent last, after the second connection has committed)."""
+    file name announces (held back and sent last, after the second connection has committed).
+    Small files (49 rows, 1 bad line) name every other day of January and February, so that a load
+    over an earlier one replaces those two month tables (one staged on each connection)."""
     for month in range(1, 5):
         for day in (3, 17):
             stamp = f"2024-{month:02d}-{day:02d}"
@@ -342,19 +347,23 @@ def write_history(root: Path, rows_per_day: int, seed: int) -> None:
                 root, "transactions", stamp, big_day(rows_per_day, seed=seed + month * 100 + day).replace(b"2024-03-05", stamp.encode())
             )
     write_day(root, "transactions", "2024-02-20", big_day(rows_per_day, seed=seed).replace(b"2024-03-05", b"2024-09-09"))
+    for month, last in ((1, 31), (2, 29)):
+        for day in set(range(1, last + 1)) - {3, 17} - ({20} if month == 2 else set()):
+            stamp = f"2024-{month:02d}-{day:02d}"
+            write_day(root, "transactions", stamp, big_day(50, seed=month * 100 + day).replace(b"2024-03-05", stamp.encode()))
 
 
 def test_reliability_sigkill_during_a_history_load_leaves_the_old_history_or_the_new_one(tmp_path, run_ingest, db, warehouse, reliability):
     """A backfill COPYs on two connections; the second commits its month tables (not yet partitions)
-    before the load's transaction attaches them. SIGKILL at random points, and right when those
-    tables have committed: raw shows the old backfill or the new one, never a mix; the retry lands
-    the new one and drops what the killed load left."""
+    before the load's transaction attaches them, or drops the month tables they replace. SIGKILL
+    at random points, and right when those tables have committed: raw shows the old backfill or the
+    new one, never a mix; the retry lands the new one and drops what the killed load left."""
     history = tmp_path / "history"
     write_history(history, 2_000, seed=1)
     assert run_ingest("load", "--history", "--source", str(history)).code == 0
     old = history_state(db)
     write_history(history, 40_000, seed=2)
-    new = (9 * (40_000 - 40_000 // 5000), 9, 9 * (40_000 // 5000), 0)
+    new = (9 * (40_000 - 40_000 // 5000) + 49 * FULL_MONTH_FILES, 9 + FULL_MONTH_FILES, 9 * (40_000 // 5000) + FULL_MONTH_FILES, 0)
     rng = random.Random()
     env = {**os.environ, **warehouse, "PIPELINE_RESULT_PATH": str(tmp_path / "killed.json")}
     kill_points = [("staged", 0.0)] * 2 + [("seconds", rng.uniform(0.1, 0.8)) for _ in range(3)]

@@ -309,6 +309,11 @@ class Layout:
     def partition(self, table: TableContract, day: date) -> str:
         return partition_name(table, day) if day in self.days else month_partition_name(table, day.replace(day=1))
 
+    def month_days(self, month: date) -> list[date]:
+        """The days a month table holds: its month's days that no day table holds (a month table
+        takes the days free when it is created, and no day table is created for a day it holds)."""
+        return [day for day in _days_of(month) if day not in self.days] if month in self.months else []
+
 
 def layout(conn: psycopg.Connection, table: TableContract) -> Layout:
     names = conn.execute(
@@ -421,23 +426,29 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
 
     Every other new month is filled on a second connection instead (`ingest.stages`): the server's
     COPY, one backend per connection, is what bounds the load. `committed_stages` gets the stage
-    tables that connection committed, for the caller to drop if this transaction fails.
+    tables that connection committed, for the caller to drop if this transaction fails. A month
+    table whose every day the files' names announce (a backfill run again) is staged as well, on
+    either connection, and replaces the old table: no old row to delete, none routed one by one.
     """
     lock_for_transaction(conn, "raw", table.name)
     before = layout(conn, table)
     named = [day for day in (_iso_date(path.stem) for path in paths) if day is not None]
     ids = _new_batches(conn, table, paths)
-    fresh = sorted({day.replace(day=1) for day in named} - before.months)
+    months = {day.replace(day=1) for day in named}
+    fresh = sorted(months - before.months)
+    replaced = sorted(month for month in months & before.months if set(before.month_days(month)) <= set(named))
     side_months = fresh[1::2]
     for month in side_months:  # held until commit: no day table appears in a staged month
         lock_for_transaction(conn, "raw.partition", table.name, f"{month:%Y-%m}")
     unheld = layout(conn, table)
     staged = stages.plan(table, ids[0], {month: [day for day in _days_of(month) if not unheld.holds(day)] for month in side_months})
+    staged += stages.plan(table, ids[0], {month: before.month_days(month) for month in replaced[1::2]}, replaces=True)
+    own = stages.plan(table, ids[0], {month: before.month_days(month) for month in replaced[0::2]}, replaces=True)
     loaded: list[FileLoad] = []
     with _side_connection(conn, bool(staged)) as side, _Spools() as held:
         lanes = []
+        loaded_at = _transaction_start(conn)
         if side is not None:  # creates its stage tables while the DDL connection creates the other months
-            loaded_at = _transaction_start(conn)
             committed_stages.extend(stage.name for stage in staged)  # once the lane commits (dropped if this load fails)
             lanes.append(
                 CopyLane(
@@ -456,15 +467,16 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
                 # empty, and only this load writes to them; truncated here they get files of this
                 # transaction, and with wal_level=minimal (the embedded warehouse) COPY skips the WAL
                 conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, name) for name in created)))
+            stages.create(conn, table, own, loaded_at)  # new in this transaction too: frozen, no WAL
             found = layout(conn, table)
             covered = found.covered(set(named)) | {day for stage in staged for day in stage.days}
-            targets = _Targets(table, found, covered, set(created), {stage.month: stage.name for stage in staged})
+            targets = _Targets(table, found, covered, set(created) | {stage.name for stage in own}, staged, own)
             lanes.insert(0, CopyLane(conn, "main", targets.created))
         except BaseException:
             _close_lanes(lanes, failed=True)
             raise
         _copy_history(table, list(zip(paths, ids, strict=True)), targets, lanes, loaded, held)
-        stages.attach(conn, table, staged)
+        stages.attach(conn, table, [*staged, *own], set().union(*(f.days for f in loaded)))
         if held.files:
             ensure_partitions(conn, table, sorted(set().union(*(f.days for f in loaded)) - covered), monthly=True)
         for columns, spool in held.files.items():
@@ -475,9 +487,10 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
     loaded.sort(key=lambda item: item.batch_id)
     days = sorted(set().union(*(f.days for f in loaded)))
     batches = [f.batch_id for f in loaded]
-    # this load's rows are the only ones in the partitions it created (daily loads of the table
-    # wait for its lock): older rows can only be in the partitions that were there before
-    old_days = [day for day in days if before.holds(day)]
+    # this load's rows are the only ones in the partitions it created or replaced (daily loads of
+    # the table wait for its lock): older rows can only be in the other partitions there before
+    swapped = set(replaced)
+    old_days = [day for day in days if day in before.days or (before.holds(day) and day.replace(day=1) not in swapped)]
     if old_days:
         conn.execute(
             sql.SQL("delete from {} where _partition_date = any(%s) and not (_batch_id = any(%s))").format(
@@ -551,12 +564,17 @@ class _Targets:
     table: TableContract
     found: Layout
     covered: set[date]
-    created: set[str]
-    staged: dict[date, str]  # month -> its stage table (`ingest.stages`)
+    created: set[str]  # tables new in the load's transaction (COPY FREEZE on its own lane)
+    side: list[stages.Stage]  # stage tables of the second connection (`ingest.stages`)
+    own: list[stages.Stage]  # stage tables of the load's transaction (months it replaces)
+    staged: dict[date, str] = field(init=False)  # month -> its stage table, either connection's
     staged_names: set[str] = field(init=False)
+    side_names: set[str] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.staged = {stage.month: stage.name for stage in [*self.side, *self.own]}
         self.staged_names = set(self.staged.values())
+        self.side_names = {stage.name for stage in self.side}
 
     def partition(self, day: date) -> str:
         staged = self.staged.get(day.replace(day=1))
@@ -572,9 +590,9 @@ class _Targets:
         return None if names & self.staged_names else self.table.name
 
     def on_side(self, path: Path) -> bool:
-        """Whether the file's name announces a staged month (its rows go on the second connection)."""
+        """Whether the file's name announces a month staged on the second connection (its rows go there)."""
         day = _iso_date(path.stem)
-        return day is not None and day.replace(day=1) in self.staged
+        return day is not None and self.staged.get(day.replace(day=1)) in self.side_names
 
 
 class _Spools(contextlib.ExitStack):
@@ -635,7 +653,7 @@ def _copy_history(
                         if target is None:
                             held.write(columns, batch.payload)
                         else:
-                            (side if target in targets.staged_names else main).send(target, columns, batch.payload)
+                            (side if target in targets.side_names else main).send(target, columns, batch.payload)
                     item.rows_loaded += batch.rows
                     item.rejected.extend(batch.rejected)
                     item.days |= batch.days

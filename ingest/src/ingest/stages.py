@@ -12,6 +12,11 @@ drops its own.
 
 The stage tables' `_loaded_at` defaults to T's `now()`: the dbt project orders the copies of a
 transaction by it, and every row of one load must carry the same load time (as the batches do).
+
+A history load that names every day of an existing month table (a backfill run again) stages
+that month too, replacing the old table instead of deleting its rows: T keeps the old rows of
+days the load brought no rows for, drops the old table and attaches the new one. Those stage
+tables are created on either connection (in T itself for the load's own lane).
 """
 
 from __future__ import annotations
@@ -22,25 +27,31 @@ from datetime import date, datetime
 import psycopg
 from psycopg import sql
 
-from ingest.contract import RAW_SCHEMA, TableContract, columns_ddl, month_partition_name
+from ingest.contract import METADATA_COLUMNS, RAW_SCHEMA, TableContract, columns_ddl, month_partition_name
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One month's stage table: its name, and the days it may hold (the month's partition values)."""
+    """One month's stage table: its name, the days it may hold (the month's partition values), and
+    whether it replaces the month's existing table."""
 
     name: str
     month: date
     days: tuple[date, ...]
+    replaces: bool = False
 
 
 def stage_prefix(table: TableContract) -> str:
     return f"_stage_{table.name}_"
 
 
-def plan(table: TableContract, token: int, month_days: dict[date, list[date]]) -> list[Stage]:
+def plan(table: TableContract, token: int, month_days: dict[date, list[date]], *, replaces: bool = False) -> list[Stage]:
     """A stage table per month (`token`: unique to the load, so no two loads share a name)."""
-    return [Stage(f"{stage_prefix(table)}{token}_m{month:%Y%m}", month, tuple(days)) for month, days in sorted(month_days.items()) if days]
+    return [
+        Stage(f"{stage_prefix(table)}{token}_m{month:%Y%m}", month, tuple(days), replaces)
+        for month, days in sorted(month_days.items())
+        if days
+    ]
 
 
 def _values(days: tuple[date, ...]) -> sql.Composed:
@@ -63,11 +74,24 @@ def create(conn: psycopg.Connection, table: TableContract, stages: list[Stage], 
         )
 
 
-def attach(conn: psycopg.Connection, table: TableContract, stages: list[Stage]) -> None:
+def attach(conn: psycopg.Connection, table: TableContract, stages: list[Stage], loaded_days: set[date]) -> None:
     """Make each stage table its month's partition, named and defined as one the load had created
-    (`_loaded_at` defaulting to `now()` again, for the daily loads that replace a day in it)."""
+    (`_loaded_at` defaulting to `now()` again, for the daily loads that replace a day in it). A
+    stage that replaces a month table first takes the old table's rows of days not in
+    `loaded_days` (the load replaces only days it has rows for); the old table is dropped, which
+    locks `raw.<table>` exclusively until T commits."""
     for stage in stages:
         staged = sql.Identifier(RAW_SCHEMA, stage.name)
+        if stage.replaces:
+            old = sql.Identifier(RAW_SCHEMA, month_partition_name(table, stage.month))
+            columns = sql.SQL(", ").join(map(sql.Identifier, (*table.columns, *METADATA_COLUMNS)))
+            kept = [day for day in stage.days if day not in loaded_days]
+            if kept:
+                conn.execute(
+                    sql.SQL("insert into {} ({}) select {} from {} where _partition_date = any(%s)").format(staged, columns, columns, old),
+                    (kept,),
+                )
+            conn.execute(sql.SQL("drop table {}").format(old))
         conn.execute(
             sql.SQL("alter table {} attach partition {} for values in ({})").format(
                 sql.Identifier(RAW_SCHEMA, table.name), staged, _values(stage.days)
