@@ -432,11 +432,11 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
     """
     lock_for_transaction(conn, "raw", table.name)
     before = layout(conn, table)
-    named = [day for day in (_iso_date(path.stem) for path in paths) if day is not None]
+    named = {day for day in (_iso_date(path.stem) for path in paths) if day is not None}
     ids = _new_batches(conn, table, paths)
     months = {day.replace(day=1) for day in named}
     fresh = sorted(months - before.months)
-    replaced = sorted(month for month in months & before.months if set(before.month_days(month)) <= set(named))
+    replaced = sorted(month for month in months & before.months if named.issuperset(before.month_days(month)))
     side_months = fresh[1::2]
     for month in side_months:  # held until commit: no day table appears in a staged month
         lock_for_transaction(conn, "raw.partition", table.name, f"{month:%Y-%m}")
@@ -469,28 +469,28 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
                 conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(sql.Identifier(RAW_SCHEMA, name) for name in created)))
             stages.create(conn, table, own, loaded_at)  # new in this transaction too: frozen, no WAL
             found = layout(conn, table)
-            covered = found.covered(set(named)) | {day for stage in staged for day in stage.days}
+            covered = found.covered(named) | {day for stage in staged for day in stage.days}
             targets = _Targets(table, found, covered, set(created) | {stage.name for stage in own}, staged, own)
             lanes.insert(0, CopyLane(conn, "main", targets.created))
         except BaseException:
             _close_lanes(lanes, failed=True)
             raise
         _copy_history(table, list(zip(paths, ids, strict=True)), targets, lanes, loaded, held)
-        stages.attach(conn, table, [*staged, *own], set().union(*(f.days for f in loaded)))
+        loaded_days: set[date] = set().union(*(f.days for f in loaded))
+        stages.attach(conn, table, [*staged, *own], loaded_days)
         if held.files:
-            ensure_partitions(conn, table, sorted(set().union(*(f.days for f in loaded)) - covered), monthly=True)
+            ensure_partitions(conn, table, sorted(loaded_days - covered), monthly=True)
         for columns, spool in held.files.items():
             spool.seek(0)
             with conn.cursor() as cur, cur.copy(copy_sql(table.name, columns)) as copy:
                 while chunk := spool.read(CHUNK_BYTES):
                     copy.write(chunk)
     loaded.sort(key=lambda item: item.batch_id)
-    days = sorted(set().union(*(f.days for f in loaded)))
+    days = sorted(loaded_days)
     batches = [f.batch_id for f in loaded]
     # this load's rows are the only ones in the partitions it created or replaced (daily loads of
     # the table wait for its lock): older rows can only be in the other partitions there before
-    swapped = set(replaced)
-    old_days = [day for day in days if day in before.days or (before.holds(day) and day.replace(day=1) not in swapped)]
+    old_days = [day for day in days if day in before.days or (before.holds(day) and day.replace(day=1) not in replaced)]
     if old_days:
         conn.execute(
             sql.SQL("delete from {} where _partition_date = any(%s) and not (_batch_id = any(%s))").format(
