@@ -140,3 +140,35 @@ def test_a_day_block_is_found_uniform_whatever_the_date_column():
         lines[17] = lines[17].replace(b"2024-03-05", b"2024-03-06")
         assert _uniform_field(b"\n".join(lines), 50, 6, index) is None
     assert _uniform_field(b"a,,c\nd,e,f", 2, 3, 1) is None  # an empty first value marks nothing
+
+
+def read_line_by_line(text: str, covered: set[date] | None = None) -> tuple[list[str], list[str], list[tuple[int, str]], set[date]]:
+    with mock.patch.object(CsvReader, "_mixed_days", return_value=None):
+        return read(text, covered)
+
+
+def test_a_clean_block_of_several_days_is_read_in_one_pass_not_line_by_line():
+    lines = [tx(i, DAYS[i % 3]) for i in range(300)]
+    text = "\n".join([TX_HEADER, *lines]) + "\n"
+    covered = {date(2024, 3, 5), date(2024, 3, 6)}
+    with mock.patch.object(CsvReader, "_fast", side_effect=AssertionError("went line by line")):
+        landed, deferred, rejected, days = read(text, covered)
+    want = expected(lines)[0]
+    assert landed == [row for row in want if row.split(",")[3] != DAYS[2]]
+    assert deferred == [row for row in want if row.split(",")[3] == DAYS[2]]
+    assert (rejected, days) == ([], {date(2024, 3, 5), date(2024, 3, 6), date(2024, 4, 1)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([*DAYS, "2024-03-05 10:00", "2024-03-06T23:59:59", "2024-13-45", "nope", ""]), min_size=1, max_size=60),
+    st.sets(st.sampled_from([date(2024, 3, 5), date(2024, 3, 6), date(2024, 4, 1)])) | st.none(),
+    st.integers(16, 3000),
+)
+def test_a_block_of_several_days_reads_as_line_by_line_would(days, covered, chunk):
+    """Dates that differ, some written as timestamps, some unreadable, any covered days and block
+    size: the one-pass reading lands, holds back and rejects exactly what line by line does."""
+    lines = [tx(i, day) for i, day in enumerate(days)]
+    text = "\n".join([TX_HEADER, *lines]) + "\n"
+    with mock.patch("ingest.parse.CHUNK_BYTES", chunk):
+        assert read(text, covered) == read_line_by_line(text, covered)

@@ -15,6 +15,7 @@ rows are numbered from 1.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import re
@@ -221,13 +222,39 @@ class CsvReader:
         count = block.count(b"\n") + 1
         day = _uniform_field(block, count, self.width, self.header.date_index)
         if day is None or (parsed := self.days[day]) is None:
-            return self._fast(block.split(b"\n"))
+            return self._mixed_days(block, count) or self._fast(block.split(b"\n"))
         first = self.line_number + 1
         self.line_number += count
         payload = _numbered(block, first, count, b"," + parsed.isoformat().encode() + self.constants)
         if self.covered is not None and parsed not in self.covered:
             return Batch(b"", count, [], {parsed}, payload)
         return Batch(payload, count, [], {parsed})
+
+    def _mixed_days(self, block: bytes, count: int) -> Batch | None:
+        """History load of a clean block of several dates (an export not split by day, the
+        customers of a first snapshot) whose lines all have the contract's field count and a
+        readable date; else None (the caller goes line by line, which sets the bad lines aside).
+        One regular-expression pass finds every line's date, one format per line builds the rows:
+        a third of the line-by-line cost."""
+        if block.translate(None, _NOT_DELIMITER) != (b"," * self.commas + b"\n") * (count - 1) + b"," * self.commas:
+            return None  # a line with another field count (or a blank one)
+        texts = _field_pattern(self.header.date_index).findall(block)
+        parsed = {text: self.days[text] for text in set(texts)}
+        if None in parsed.values() or len(texts) != count:
+            return None
+        tails = {text: b",%s%s\n" % (day.isoformat().encode(), self.constants) for text, day in parsed.items() if day is not None}
+        first = self.line_number + 1
+        self.line_number += count
+        rows = zip(block.split(b"\n"), range(first, first + count), texts, strict=True)
+        days = {day for day in parsed.values() if day is not None}
+        covered = self.covered
+        if covered is None or all(day in covered for day in days):
+            return Batch(b"".join([b"%s,%d%s" % (line, number, tails[text]) for line, number, text in rows]), count, [], days)
+        out: list[bytes] = []
+        deferred: list[bytes] = []
+        for line, number, text in rows:
+            (out if parsed[text] in covered else deferred).append(b"%s,%d%s" % (line, number, tails[text]))
+        return Batch(b"".join(out), count, [], days, b"".join(deferred))
 
     def _fast(self, lines: list[bytes]) -> Batch:
         """Clean lines, one by one (history loads of lines with different dates)."""
@@ -349,6 +376,15 @@ def _numbered(lines: bytes, first: int, count: int, constants: bytes) -> bytes:
     `constants`, as COPY rows: one bytes %-format for them all, no Python loop per line."""
     tail = b",%d" + constants.replace(b"%", b"%%") + b"\n"
     return (lines.replace(b"%", b"%%").replace(b"\n", tail) + tail) % tuple(range(first, first + count))
+
+
+_NOT_DELIMITER = bytes(b for b in range(256) if b not in b",\n")
+
+
+@functools.cache
+def _field_pattern(index: int) -> re.Pattern[bytes]:
+    """Field `index` of every line of an unquoted CSV block (the lines' fields counted already)."""
+    return re.compile(rb"^(?:[^,\n]*,){%d}([^,\n]*)" % index, re.MULTILINE)
 
 
 _MARK = b"\x01"  # stands in for the shared value in `_uniform_field`; a block holding it goes line by line
