@@ -366,6 +366,15 @@ def test_history_load_gives_each_month_one_partition_and_daily_loads_keep_their_
     assert [r[1] for r in after if r[0] == "2024-03-04"] == ["T000001", "T000002", "T000003"]
 
 
+def month_table_definitions(db) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
+    """(name, `_loaded_at` default, CHECK constraints) of each transactions month table: one a load
+    staged must end up defined like one it created."""
+    query = "select c.relname::text, pg_get_expr(d.adbin, d.adrelid),"
+    query += " (select count(*) from pg_constraint as k where k.conrelid = c.oid and k.contype = 'c')"
+    query += " from pg_class as c join pg_attrdef as d on d.adrelid = c.oid where c.relname like 'transactions_m%%' order by 1"
+    return rows(db, query)
+
+
 def frozen_and_all_pages(warehouse: dict[str, str], relation: str) -> tuple[int, int]:
     """(pages marked all-frozen in the visibility map, pages) of a table: pg_visibility, as the
     embedded warehouse's superuser."""
@@ -458,10 +467,7 @@ def test_history_load_fills_every_other_new_month_on_a_second_connection(landing
         "select count(*) from raw.transactions as t join raw.load_batches as b on b.batch_id = t._batch_id and b.loaded_at = t._loaded_at",
     ) == [(1203,)]
     # the stage tables' day lists (CHECK) and load-time default are gone: defined like the others
-    defaults = "select c.relname::text, pg_get_expr(d.adbin, d.adrelid),"
-    defaults += " (select count(*) from pg_constraint as k where k.conrelid = c.oid and k.contype = 'c')"
-    defaults += " from pg_class as c join pg_attrdef as d on d.adrelid = c.oid where c.relname like 'transactions_m%%' order by 1"
-    assert rows(db, defaults) == [(name, "now()", 0) for name in partitions(db)]
+    assert month_table_definitions(db) == [(name, "now()", 0) for name in partitions(db)]
     for staged in ("raw.transactions_m202402", "raw.transactions_m202404"):
         all_frozen, pages = frozen_and_all_pages(warehouse, staged)
         assert pages > 0 and all_frozen == pages, staged
@@ -533,10 +539,7 @@ def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names
     assert kept == rows(db, old_rows)
     assert rows(db, "select count(distinct _loaded_at) from raw.transactions where _partition_date <> '2024-03-07'") == [(1,)]
     # defined like a month table the load had created: the parent's columns, no day list, now()
-    defaults = "select c.relname::text, pg_get_expr(d.adbin, d.adrelid),"
-    defaults += " (select count(*) from pg_constraint as k where k.conrelid = c.oid and k.contype = 'c')"
-    defaults += " from pg_class as c join pg_attrdef as d on d.adrelid = c.oid where c.relname like 'transactions_m%%' order by 1"
-    assert rows(db, defaults) == [(f"transactions_m2024{m:02d}", "now()", 0) for m in (2, 3, 4)]
+    assert month_table_definitions(db) == [(f"transactions_m2024{m:02d}", "now()", 0) for m in (2, 3, 4)]
     # February (filled in the load's own transaction, no row kept): every page frozen
     all_frozen, pages = frozen_and_all_pages(warehouse, "raw.transactions_m202402")
     assert pages > 0 and all_frozen == pages

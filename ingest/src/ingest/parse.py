@@ -239,22 +239,24 @@ class CsvReader:
         if block.translate(None, _NOT_DELIMITER) != (b"," * self.commas + b"\n") * (count - 1) + b"," * self.commas:
             return None  # a line with another field count (or a blank one)
         texts = _field_pattern(self.header.date_index).findall(block)
-        parsed = {text: self.days[text] for text in set(texts)}
-        if None in parsed.values() or len(texts) != count:
+        parsed: dict[bytes, date] = {}
+        for text in set(texts):
+            if (day := self.days[text]) is None:
+                return None
+            parsed[text] = day
+        if len(texts) != count:
             return None
-        tails = {text: b",%s%s\n" % (day.isoformat().encode(), self.constants) for text, day in parsed.items() if day is not None}
+        tails = {text: b",%s%s\n" % (day.isoformat().encode(), self.constants) for text, day in parsed.items()}
         first = self.line_number + 1
         self.line_number += count
-        rows = zip(block.split(b"\n"), range(first, first + count), texts, strict=True)
-        days = {day for day in parsed.values() if day is not None}
+        rows = [b"%s,%d%s" % (line, number, tails[text]) for line, number, text in zip(block.split(b"\n"), itertools.count(first), texts)]
+        days = set(parsed.values())
         covered = self.covered
         if covered is None or all(day in covered for day in days):
-            return Batch(b"".join([b"%s,%d%s" % (line, number, tails[text]) for line, number, text in rows]), count, [], days)
-        out: list[bytes] = []
-        deferred: list[bytes] = []
-        for line, number, text in rows:
-            (out if parsed[text] in covered else deferred).append(b"%s,%d%s" % (line, number, tails[text]))
-        return Batch(b"".join(out), count, [], days, b"".join(deferred))
+            return Batch(b"".join(rows), count, [], days)
+        held = [parsed[text] not in covered for text in texts]
+        out = b"".join(row for row, later in zip(rows, held, strict=True) if not later)
+        return Batch(out, count, [], days, b"".join(row for row, later in zip(rows, held, strict=True) if later))
 
     def _fast(self, lines: list[bytes]) -> Batch:
         """Clean lines, one by one (history loads of lines with different dates)."""

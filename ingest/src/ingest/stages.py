@@ -80,11 +80,11 @@ def attach(conn: psycopg.Connection, table: TableContract, stages: list[Stage], 
     stage that replaces a month table first takes the old table's rows of days not in
     `loaded_days` (the load replaces only days it has rows for); the old table is dropped, which
     locks `raw.<table>` exclusively until T commits."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, (*table.columns, *METADATA_COLUMNS)))
     for stage in stages:
         staged = sql.Identifier(RAW_SCHEMA, stage.name)
         if stage.replaces:
             old = sql.Identifier(RAW_SCHEMA, month_partition_name(table, stage.month))
-            columns = sql.SQL(", ").join(map(sql.Identifier, (*table.columns, *METADATA_COLUMNS)))
             kept = [day for day in stage.days if day not in loaded_days]
             if kept:
                 conn.execute(
