@@ -277,14 +277,13 @@ def ingest_vs_baselines(env: Mapping[str, str], history: Path, ingest: Timed) ->
     import sqlalchemy
 
     runs = repeat_ingest(env, history, ingest)
-    tables = sorted(p.name for p in history.iterdir() if p.is_dir())
+    files = {p.name: sorted(p.glob("*.csv")) for p in sorted(history.iterdir()) if p.is_dir()}
     load = load_average()
     copies: list[float] = []
     with psycopg.connect(conninfo(env)) as conn:
         for _ in range(INGEST_RUNS):
             copy_s = 0.0
-            for table in tables:
-                paths = sorted((history / table).glob("*.csv"))
+            for table, paths in files.items():
                 header = paths[0].open().readline().strip().split(",")
                 copy_s += copy_seconds(conn, f"bench_copy_{table}", header, _file_bodies(paths))
             copies.append(copy_s)
@@ -299,10 +298,9 @@ def ingest_vs_baselines(env: Mapping[str, str], history: Path, ingest: Timed) ->
     engine = sqlalchemy.create_engine(url)
     to_sql_load = load_average()
     started = time.perf_counter()
-    for table in tables:
+    for table, paths in files.items():
         frames: list[pd.DataFrame] = []
         pending = 0
-        paths = sorted((history / table).glob("*.csv"))
         for i, path in enumerate(paths):
             frames.append(pd.read_csv(path, dtype=str, keep_default_na=False))
             pending += len(frames[-1])
@@ -311,7 +309,7 @@ def ingest_vs_baselines(env: Mapping[str, str], history: Path, ingest: Timed) ->
                 frames, pending = [], 0
     to_sql_s = time.perf_counter() - started
     with engine.begin() as conn:
-        for table in tables:
+        for table in files:
             conn.exec_driver_sql(f"drop table if exists bench_to_sql_{table}")
     engine.dispose()
     process_runs = [run.seconds for run in runs]
