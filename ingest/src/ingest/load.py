@@ -442,14 +442,16 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
     ids = _new_batches(conn, table, paths)
     months = {day.replace(day=1) for day in named}
     fresh = sorted(months - before.months)
-    replaced = sorted(month for month in months & before.months if named.issuperset(before.month_days(month)))
+    existing_days = {month: before.month_days(month) for month in sorted(months & before.months)}
+    # month -> its days, for the month tables whose every day the names announce (replaced whole)
+    replaced = {month: days for month, days in existing_days.items() if named.issuperset(days)}
     side_months = fresh[1::2]
     for month in side_months:  # held until commit: no day table appears in a staged month
         lock_for_transaction(conn, "raw.partition", table.name, f"{month:%Y-%m}")
     unheld = layout(conn, table)
     staged = stages.plan(table, ids[0], {month: [day for day in _days_of(month) if not unheld.holds(day)] for month in side_months})
-    staged += stages.plan(table, ids[0], {month: before.month_days(month) for month in replaced[1::2]}, replaces=True)
-    own = stages.plan(table, ids[0], {month: before.month_days(month) for month in replaced[0::2]}, replaces=True)
+    staged += stages.plan(table, ids[0], {month: replaced[month] for month in list(replaced)[1::2]}, replaces=True)
+    own = stages.plan(table, ids[0], {month: replaced[month] for month in list(replaced)[0::2]}, replaces=True)
     loaded: list[FileLoad] = []
     with _side_connection(conn, bool(staged)) as side, _Spools() as held:
         lanes = []
@@ -476,7 +478,7 @@ def _load_history(conn: psycopg.Connection, table: TableContract, paths: list[Pa
             stages.create(conn, table, own, loaded_at)  # new in this transaction too: frozen, no WAL
             found = layout(conn, table)
             covered = found.covered(named) | {day for stage in staged for day in stage.days}
-            targets = _Targets(table, found, covered, set(created) | {stage.name for stage in own}, staged, own)
+            targets = _Targets(table, found, covered, set(created), staged, own)
             lanes.insert(0, CopyLane(conn, "main", targets.created))
         except BaseException:
             _close_lanes(lanes, failed=True)
@@ -571,7 +573,7 @@ class _Targets:
     table: TableContract
     found: Layout
     covered: set[date]
-    created: set[str]  # tables new in the load's transaction (COPY FREEZE on its own lane)
+    created: set[str]  # tables new in the load's transaction (COPY FREEZE on its own lane); `own` added
     side: list[stages.Stage]  # stage tables of the second connection (`ingest.stages`)
     own: list[stages.Stage]  # stage tables of the load's transaction (months it replaces)
     staged: dict[date, str] = field(init=False)  # month -> its stage table, either connection's
@@ -579,6 +581,7 @@ class _Targets:
     side_names: set[str] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.created |= {stage.name for stage in self.own}
         self.staged = {stage.month: stage.name for stage in [*self.side, *self.own]}
         self.staged_names = set(self.staged.values())
         self.side_names = {stage.name for stage in self.side}
