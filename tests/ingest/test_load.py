@@ -30,6 +30,21 @@ def tx_file(lines: list[str], newline: str = "\n") -> str:
     return newline.join([TX_HEADER, *lines]) + newline
 
 
+@pytest.fixture
+def load_streamed(warehouse, monkeypatch):  # type: ignore[no-untyped-def]
+    """A history load of a folder run in this process with every table streamed: the tests' tables
+    are far below `READ_AHEAD_BYTES`, and a table that small is read whole first instead."""
+    from ingest import load as loading
+
+    monkeypatch.setattr(loading, "READ_AHEAD_BYTES", 0)
+
+    def run(source: Path) -> None:
+        with psycopg.connect(conninfo(warehouse), autocommit=True) as conn:
+            loading.load(conn, loading.history_files(source, None), ds=None)
+
+    return run
+
+
 def test_daily_load_lands_every_line_with_metadata(landing, run_ingest, db):
     write_day(landing, "transactions", DAY, tx_file(tx_lines(25)))
     run = run_ingest("load", "--ds", DAY, "--source", str(landing))
@@ -390,7 +405,7 @@ def frozen_and_all_pages(warehouse: dict[str, str], relation: str) -> tuple[int,
     return int(found[0]), int(found[1])
 
 
-def test_tables_a_load_creates_get_their_rows_frozen(landing, run_ingest, db, warehouse):
+def test_tables_a_load_creates_get_their_rows_frozen(landing, run_ingest, db, warehouse, load_streamed):
     """A load's new tables (a history load's month tables, a daily load's day table) are truncated
     in its transaction, so COPY FREEZE applies: no hint-bit rewrite of every page at the first read,
     no freezing by vacuum later. Rows sent through the parent (here: held back for a month the file
@@ -399,7 +414,7 @@ def test_tables_a_load_creates_get_their_rows_frozen(landing, run_ingest, db, wa
     write_day(history, "transactions", "2024-03-04", tx_file(tx_lines(400, "2024-03-04")))
     april = [*tx_lines(300, "2024-04-01", start=1000), *tx_lines(1, "2024-07-15", start=5000)]
     write_day(history, "transactions", "2024-04-01", tx_file(april))
-    assert run_ingest("load", "--history", "--source", str(history)).code == 0
+    load_streamed(history)
     write_day(landing, "transactions", "2024-05-02", tx_file(tx_lines(200, "2024-05-02", start=7000)))
     assert run_ingest("load", "--ds", "2024-05-02", "--source", str(landing)).code == 0
     assert rows(db, "select tableoid::regclass::text, count(*) from raw.transactions group by 1 order by 1") == [
@@ -434,12 +449,11 @@ def test_a_daily_load_waits_for_a_history_load_of_its_table(landing, run_ingest,
     assert rows(db, "select count(*) from raw.transactions") == [(2,)]
 
 
-def test_history_load_fills_every_other_new_month_on_a_second_connection(landing, run_ingest, db, warehouse, monkeypatch):
+def test_history_load_fills_every_other_new_month_on_a_second_connection(landing, run_ingest, db, warehouse, monkeypatch, load_streamed):
     """Two connections share a backfill's COPY: the months the load's transaction does not create
     are staged on the second one and attached before commit. They end up exactly like the others:
     named and defined the same, frozen, no stage table left, and every row of the load carries its
     one load time, so dbt orders re-sent copies of a transaction the same way."""
-    from ingest import load as loading
     from ingest import stages
 
     attached: list[str] = []
@@ -456,8 +470,7 @@ def test_history_load_fills_every_other_new_month_on_a_second_connection(landing
     write_day(
         history, "transactions", "2024-02-11", tx_file([*tx_lines(2, "2024-02-11", start=9000), *tx_lines(1, "2024-07-01", start=9100)])
     )
-    with psycopg.connect(conninfo(warehouse), autocommit=True) as conn:
-        loading.load(conn, loading.history_files(history, None), ds=None)
+    load_streamed(history)
     assert attached == ["transactions:2024-02", "transactions:2024-04"]
     assert partitions(db) == [f"transactions_m2024{m:02d}" for m in (1, 2, 3, 4, 7)]
     assert stage_tables(db) == []
@@ -495,11 +508,22 @@ def test_a_history_load_drops_the_stage_tables_a_dead_load_left(landing, run_ing
     assert rows(db, "select count(*) from raw.transactions") == [(6,)]
 
 
-def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names(landing, run_ingest, db, warehouse):
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "read-ahead"])
+def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names(
+    landing, run_ingest, db, warehouse, load_streamed, streamed
+):
     """A history load that names every day of a month table builds the month anew (staged on
-    either connection) and drops the old table: no old row deleted, none routed one by one. A day
-    whose file brings no rows keeps its old rows; a month named in part, and a day a daily load
-    gave a table, are replaced day by day as before."""
+    either connection, or on its own when the table is read ahead) and drops the old table: no old
+    row deleted, none routed one by one. A day whose file brings no rows keeps its old rows; a month
+    named in part, and a day a daily load gave a table, are replaced day by day as before."""
+
+    def load_history(source: Path) -> None:
+        if streamed:
+            load_streamed(source)
+        else:
+            run = run_ingest("load", "--history", "--source", str(source))
+            assert run.code == 0, run.stderr
+
     write_day(landing, "transactions", DAY, tx_file(tx_lines(2, DAY)))
     assert run_ingest("load", "--ds", DAY, "--source", str(landing)).code == 0
     history = landing.parent / "history"
@@ -507,7 +531,7 @@ def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names
     march = [f"2024-03-{d:02d}" for d in range(1, 32)]
     for i, day in enumerate([*february, *march, "2024-04-10"]):
         write_day(history, "transactions", day, tx_file(tx_lines(2, day, start=10 * i)))
-    assert run_ingest("load", "--history", "--source", str(history)).code == 0
+    load_history(history)
     assert partitions(db) == ["transactions_d20240305", "transactions_m202402", "transactions_m202403", "transactions_m202404"]
     oid = "select c.relname::text, c.oid::int from pg_class as c where c.relname like 'transactions_m%%' order by 1"
     before_oids = dict(rows(db, oid))
@@ -516,8 +540,7 @@ def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names
     write_day(history, "transactions", "2024-03-07", tx_file([]))  # no rows: the day keeps its old ones
     for i, day in enumerate(["2024-02-11", "2024-03-08", DAY, "2024-04-10"]):
         write_day(history, "transactions", day, tx_file(tx_lines(3, day, start=900 + 10 * i)))
-    run = run_ingest("load", "--history", "--source", str(history))
-    assert run.code == 0, run.stderr
+    load_history(history)
     after_oids = dict(rows(db, oid))
     assert after_oids["transactions_m202404"] == before_oids["transactions_m202404"]  # April is named in part
     assert after_oids["transactions_m202402"] != before_oids["transactions_m202402"]
@@ -543,6 +566,50 @@ def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names
     # February (filled in the load's own transaction, no row kept): every page frozen
     all_frozen, pages = frozen_and_all_pages(warehouse, "raw.transactions_m202402")
     assert pages > 0 and all_frozen == pages
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["read-ahead", "streamed"])
+def test_a_small_table_read_ahead_never_locks_its_readers_out_while_it_loads(landing, run_ingest, db, warehouse, monkeypatch, streamed):
+    """A table small enough to read whole first announces every day its rows hold, so a month its
+    files' names do not (customers who signed up long before their file's day) gets its table
+    before the load's transaction starts, like every other month: while the load runs, a reader of
+    a day it does not touch goes on. A streamed table's such month is created in the transaction,
+    after the rows held back, which locks the whole parent table until commit."""
+    from ingest import load as loading
+
+    if streamed:
+        monkeypatch.setattr(loading, "READ_AHEAD_BYTES", 0)
+    may = "2024-05-01"
+    write_day(landing, "transactions", may, tx_file(tx_lines(1, may)))
+    write_day(landing, "customers", may, "\n".join([CUSTOMER_HEADER, f"C009,50,east,basic,{may}"]) + "\n")
+    assert run_ingest("load", "--ds", may, "--source", str(landing)).code == 0
+    history = landing.parent / "history"
+    write_day(history, "transactions", "2024-03-04", tx_file(tx_lines(3, "2024-03-04")))
+    early = "\n".join([CUSTOMER_HEADER, "C001,40,north,basic,2021-06-30", "C002,33,south,premium,2024-03-04"]) + "\n"
+    write_day(history, "customers", "2024-03-04", early)
+    readers: list[str] = []
+    record_batches = loading._record_batches
+
+    def read_may_meanwhile(conn, loaded):  # type: ignore[no-untyped-def]
+        if loaded[0].path.parent.name == "customers":  # in the load's transaction, its rows sent
+            with psycopg.connect(conninfo(warehouse)) as reader:
+                reader.execute("set lock_timeout = '300ms'")
+                try:
+                    found = reader.execute("select customer_id from raw.customers where _partition_date = %s", (may,)).fetchall()
+                    readers.append(f"read {found}")
+                except psycopg.errors.LockNotAvailable:
+                    readers.append("locked out")
+        record_batches(conn, loaded)
+
+    monkeypatch.setattr(loading, "_record_batches", read_may_meanwhile)
+    with psycopg.connect(conninfo(warehouse), autocommit=True) as conn:
+        loading.load(conn, loading.history_files(history, None), ds=None)
+    assert readers == (["locked out"] if streamed else ["read [('C009',)]"])
+    assert rows(db, "select customer_id, tableoid::regclass::text from raw.customers order by 1") == [
+        ("C001", "raw.customers_m202106"),
+        ("C002", "raw.customers_m202403"),
+        ("C009", "raw.customers_d20240501"),
+    ]
 
 
 def test_a_lane_joins_small_payloads_and_keeps_every_row_in_order(db, warehouse, monkeypatch):
