@@ -569,7 +569,9 @@ def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["read-ahead", "streamed"])
-def test_a_small_table_read_ahead_never_locks_its_readers_out_while_it_loads(landing, run_ingest, db, warehouse, monkeypatch, streamed):
+def test_a_small_table_read_ahead_keeps_readers_of_other_days_going_while_it_loads(
+    landing, run_ingest, db, warehouse, monkeypatch, streamed
+):
     """A table small enough to read whole first announces every day its rows hold, so a month its
     files' names do not (customers who signed up long before their file's day) gets its table
     before the load's transaction starts, like every other month: while the load runs, a reader of

@@ -496,8 +496,8 @@ def _load_history(conn: psycopg.Connection, plan: _History, stats: TableLoad, co
     A table whose files add up to at most READ_AHEAD_BYTES (a customer table beside its
     transactions) is read whole first instead, so the days its rows hold are announced too: its
     partitions are all created up front, while the other tables load (`_load_histories`), none in
-    this transaction (which then holds no lock on the parent until commit), no row is held back,
-    and it is sent on one connection.
+    this transaction (where creating one locks the parent until commit), no row is held back, and
+    it is sent on one connection.
     """
     table, files, before, named, ahead = plan.table, plan.files, plan.before, plan.named, plan.ahead
     ids = [batch_id for _, batch_id in files]
