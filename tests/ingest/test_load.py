@@ -31,15 +31,16 @@ def tx_file(lines: list[str], newline: str = "\n") -> str:
 
 
 @pytest.fixture
-def load_streamed(warehouse, monkeypatch):  # type: ignore[no-untyped-def]
-    """A history load of a folder run in this process with every table streamed: the tests' tables
-    are far below `READ_AHEAD_BYTES`, and a table that small is read whole first instead."""
+def history_load(warehouse, monkeypatch):  # type: ignore[no-untyped-def]
+    """A history load of a folder, run in this process. `streamed`: every table is streamed, as a
+    big one is (the tests' tables are far below `READ_AHEAD_BYTES`, so they are read whole first
+    unless told otherwise)."""
     from ingest import load as loading
 
-    monkeypatch.setattr(loading, "READ_AHEAD_BYTES", 0)
-
-    def run(source: Path) -> None:
-        with psycopg.connect(conninfo(warehouse), autocommit=True) as conn:
+    def run(source: Path, *, streamed: bool) -> None:
+        with monkeypatch.context() as patch, psycopg.connect(conninfo(warehouse), autocommit=True) as conn:
+            if streamed:
+                patch.setattr(loading, "READ_AHEAD_BYTES", 0)
             loading.load(conn, loading.history_files(source, None), ds=None)
 
     return run
@@ -405,7 +406,7 @@ def frozen_and_all_pages(warehouse: dict[str, str], relation: str) -> tuple[int,
     return int(found[0]), int(found[1])
 
 
-def test_tables_a_load_creates_get_their_rows_frozen(landing, run_ingest, db, warehouse, load_streamed):
+def test_tables_a_load_creates_get_their_rows_frozen(landing, run_ingest, db, warehouse, history_load):
     """A load's new tables (a history load's month tables, a daily load's day table) are truncated
     in its transaction, so COPY FREEZE applies: no hint-bit rewrite of every page at the first read,
     no freezing by vacuum later. Rows sent through the parent (here: held back for a month the file
@@ -414,7 +415,7 @@ def test_tables_a_load_creates_get_their_rows_frozen(landing, run_ingest, db, wa
     write_day(history, "transactions", "2024-03-04", tx_file(tx_lines(400, "2024-03-04")))
     april = [*tx_lines(300, "2024-04-01", start=1000), *tx_lines(1, "2024-07-15", start=5000)]
     write_day(history, "transactions", "2024-04-01", tx_file(april))
-    load_streamed(history)
+    history_load(history, streamed=True)
     write_day(landing, "transactions", "2024-05-02", tx_file(tx_lines(200, "2024-05-02", start=7000)))
     assert run_ingest("load", "--ds", "2024-05-02", "--source", str(landing)).code == 0
     assert rows(db, "select tableoid::regclass::text, count(*) from raw.transactions group by 1 order by 1") == [
@@ -449,7 +450,7 @@ def test_a_daily_load_waits_for_a_history_load_of_its_table(landing, run_ingest,
     assert rows(db, "select count(*) from raw.transactions") == [(2,)]
 
 
-def test_history_load_fills_every_other_new_month_on_a_second_connection(landing, run_ingest, db, warehouse, monkeypatch, load_streamed):
+def test_history_load_fills_every_other_new_month_on_a_second_connection(landing, run_ingest, db, warehouse, monkeypatch, history_load):
     """Two connections share a backfill's COPY: the months the load's transaction does not create
     are staged on the second one and attached before commit. They end up exactly like the others:
     named and defined the same, frozen, no stage table left, and every row of the load carries its
@@ -470,7 +471,7 @@ def test_history_load_fills_every_other_new_month_on_a_second_connection(landing
     write_day(
         history, "transactions", "2024-02-11", tx_file([*tx_lines(2, "2024-02-11", start=9000), *tx_lines(1, "2024-07-01", start=9100)])
     )
-    load_streamed(history)
+    history_load(history, streamed=True)
     assert attached == ["transactions:2024-02", "transactions:2024-04"]
     assert partitions(db) == [f"transactions_m2024{m:02d}" for m in (1, 2, 3, 4, 7)]
     assert stage_tables(db) == []
@@ -510,19 +511,12 @@ def test_a_history_load_drops_the_stage_tables_a_dead_load_left(landing, run_ing
 
 @pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "read-ahead"])
 def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names(
-    landing, run_ingest, db, warehouse, load_streamed, streamed
+    landing, run_ingest, db, warehouse, history_load, streamed
 ):
     """A history load that names every day of a month table builds the month anew (staged on
     either connection, or on its own when the table is read ahead) and drops the old table: no old
     row deleted, none routed one by one. A day whose file brings no rows keeps its old rows; a month
     named in part, and a day a daily load gave a table, are replaced day by day as before."""
-
-    def load_history(source: Path) -> None:
-        if streamed:
-            load_streamed(source)
-        else:
-            run = run_ingest("load", "--history", "--source", str(source))
-            assert run.code == 0, run.stderr
 
     write_day(landing, "transactions", DAY, tx_file(tx_lines(2, DAY)))
     assert run_ingest("load", "--ds", DAY, "--source", str(landing)).code == 0
@@ -531,7 +525,7 @@ def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names
     march = [f"2024-03-{d:02d}" for d in range(1, 32)]
     for i, day in enumerate([*february, *march, "2024-04-10"]):
         write_day(history, "transactions", day, tx_file(tx_lines(2, day, start=10 * i)))
-    load_history(history)
+    history_load(history, streamed=streamed)
     assert partitions(db) == ["transactions_d20240305", "transactions_m202402", "transactions_m202403", "transactions_m202404"]
     oid = "select c.relname::text, c.oid::int from pg_class as c where c.relname like 'transactions_m%%' order by 1"
     before_oids = dict(rows(db, oid))
@@ -540,7 +534,7 @@ def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names
     write_day(history, "transactions", "2024-03-07", tx_file([]))  # no rows: the day keeps its old ones
     for i, day in enumerate(["2024-02-11", "2024-03-08", DAY, "2024-04-10"]):
         write_day(history, "transactions", day, tx_file(tx_lines(3, day, start=900 + 10 * i)))
-    load_history(history)
+    history_load(history, streamed=streamed)
     after_oids = dict(rows(db, oid))
     assert after_oids["transactions_m202404"] == before_oids["transactions_m202404"]  # April is named in part
     assert after_oids["transactions_m202402"] != before_oids["transactions_m202402"]
@@ -570,7 +564,7 @@ def test_a_backfill_run_again_replaces_the_month_tables_whose_every_day_it_names
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["read-ahead", "streamed"])
 def test_a_small_table_read_ahead_keeps_readers_of_other_days_going_while_it_loads(
-    landing, run_ingest, db, warehouse, monkeypatch, streamed
+    landing, run_ingest, db, warehouse, monkeypatch, history_load, streamed
 ):
     """A table small enough to read whole first announces every day its rows hold, so a month its
     files' names do not (customers who signed up long before their file's day) gets its table
@@ -579,8 +573,6 @@ def test_a_small_table_read_ahead_keeps_readers_of_other_days_going_while_it_loa
     after the rows held back, which locks the whole parent table until commit."""
     from ingest import load as loading
 
-    if streamed:
-        monkeypatch.setattr(loading, "READ_AHEAD_BYTES", 0)
     may = "2024-05-01"
     write_day(landing, "transactions", may, tx_file(tx_lines(1, may)))
     write_day(landing, "customers", may, "\n".join([CUSTOMER_HEADER, f"C009,50,east,basic,{may}"]) + "\n")
@@ -604,8 +596,7 @@ def test_a_small_table_read_ahead_keeps_readers_of_other_days_going_while_it_loa
         record_batches(conn, loaded)
 
     monkeypatch.setattr(loading, "_record_batches", read_may_meanwhile)
-    with psycopg.connect(conninfo(warehouse), autocommit=True) as conn:
-        loading.load(conn, loading.history_files(history, None), ds=None)
+    history_load(history, streamed=streamed)
     assert readers == (["locked out"] if streamed else ["read [('C009',)]"])
     assert rows(db, "select customer_id, tableoid::regclass::text from raw.customers order by 1") == [
         ("C001", "raw.customers_m202106"),

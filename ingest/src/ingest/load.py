@@ -475,6 +475,28 @@ def _make_partitions(ddl_conn: psycopg.Connection, plan: _History, days: list[da
         return ensure_partitions(ddl_conn, plan.table, days, monthly=True)
 
 
+def _plan_stages(conn: psycopg.Connection, plan: _History) -> tuple[list[stages.Stage], list[stages.Stage]]:
+    """The stage tables (`ingest.stages`) of the second connection and of the load's own: every
+    other new month goes to the second, and the months the load replaces whole (it names every day
+    they hold) are split between both. A table read ahead is small: it gets no second connection,
+    which would cost more than it saves."""
+    table, token, before, named = plan.table, plan.files[0][1], plan.before, plan.named
+    months = {day.replace(day=1) for day in named}
+    existing_days = {month: before.month_days(month) for month in sorted(months & before.months)}
+    replaced = {month: days for month, days in existing_days.items() if named.issuperset(days)}
+    side_months = sorted(months - before.months)[1::2] if plan.ahead is None else []
+    side_replaced = list(replaced)[1::2] if plan.ahead is None else []
+    staged: list[stages.Stage] = []
+    if side_months:
+        for month in side_months:  # held until commit: no day table appears in a staged month
+            lock_for_transaction(conn, "raw.partition", table.name, f"{month:%Y-%m}")
+        unheld = layout(conn, table)  # read under those locks
+        staged = stages.plan(table, token, {month: [day for day in _days_of(month) if not unheld.holds(day)] for month in side_months})
+    staged += stages.plan(table, token, {month: replaced[month] for month in side_replaced}, replaces=True)
+    own = stages.plan(table, token, {month: days for month, days in replaced.items() if month not in side_replaced}, replaces=True)
+    return staged, own
+
+
 def _load_history(conn: psycopg.Connection, plan: _History, stats: TableLoad, committed_stages: list[str]) -> None:
     """Replace every day the files hold rows for: COPY them straight into their month tables (or
     into the parent table, which routes each row to its day's partition), then delete those days'
@@ -500,21 +522,9 @@ def _load_history(conn: psycopg.Connection, plan: _History, stats: TableLoad, co
     it is sent on one connection.
     """
     table, files, before, named, ahead = plan.table, plan.files, plan.before, plan.named, plan.ahead
-    ids = [batch_id for _, batch_id in files]
-    months = {day.replace(day=1) for day in named}
-    fresh = sorted(months - before.months)
-    existing_days = {month: before.month_days(month) for month in sorted(months & before.months)}
-    # month -> its days, for the month tables whose every day the load names (replaced whole)
-    replaced = {month: days for month, days in existing_days.items() if named.issuperset(days)}
-    # a table read ahead is small: a second connection would cost more than it saves
-    side_months = fresh[1::2] if ahead is None else []
-    side_replaced = list(replaced)[1::2] if ahead is None else []
-    for month in side_months:  # held until commit: no day table appears in a staged month
-        lock_for_transaction(conn, "raw.partition", table.name, f"{month:%Y-%m}")
-    unheld = layout(conn, table)
-    staged = stages.plan(table, ids[0], {month: [day for day in _days_of(month) if not unheld.holds(day)] for month in side_months})
-    staged += stages.plan(table, ids[0], {month: replaced[month] for month in side_replaced}, replaces=True)
-    own = stages.plan(table, ids[0], {month: days for month, days in replaced.items() if month not in side_replaced}, replaces=True)
+    staged, own = _plan_stages(conn, plan)
+    side_months = {stage.month for stage in staged if not stage.replaces}
+    replaced = {stage.month for stage in [*staged, *own] if stage.replaces}
     loaded: list[FileLoad] = []
     with _side_connection(conn, bool(staged)) as side, _Spools() as held:
         lanes = []
