@@ -375,9 +375,44 @@ def test_exit_codes(db: psycopg.Connection, tmp_path: Path) -> None:
     assert unreachable.returncode == 50 and "cannot reach the warehouse" in unreachable.stderr
 
 
-def test_as_of_date_is_required_and_parse_writes_the_manifest(tmp_path: Path) -> None:
+def test_a_new_date_reuses_the_previous_parse(db: psycopg.Connection, tmp_path: Path) -> None:
+    """dbt-stage hands the date over in the environment, read at execution: the next day's build
+    re-uses the previous day's parse (a new `--vars` would make dbt parse the whole project again),
+    and its tests filter on the new date."""
+    load_fixture(db)
+    first = dbt_stage(tmp_path, "build", "--layer", "staging", "--ds", D)
+    assert first.returncode == 0, first.stderr
+    assert "Unable to do partial parsing" in first.stdout, "the first build parses from scratch (no saved parse yet)"
+    next_day = (date.fromisoformat(D) + timedelta(days=1)).isoformat()
+    second = dbt_stage(tmp_path, "build", "--layer", "staging", "--ds", next_day)
+    assert second.returncode == 0, second.stderr
+    assert "Found 10 models" in second.stdout and "Unable to do partial parsing" not in second.stdout
+    run_results = json.loads((tmp_path / "target" / "run_results.json").read_text())
+    unique_ids = [r for r in run_results["results"] if r["unique_id"].startswith("test.churn.unique_stg_raw__transactions_transaction_id")]
+    assert len(unique_ids) == 1 and f"load_date > cast('{next_day}' as date) - 2" in unique_ids[0]["compiled_code"]
+
+
+def test_nothing_the_parse_stores_depends_on_the_date(tmp_path: Path) -> None:
+    """Why re-using a parse across dates is safe: the manifests parsed for two dates are the same
+    (a `where` written as {{ var('as_of_date') }} would be rendered into the manifest at parse time;
+    tests write __as_of_date__, resolved at execution by get_where_subquery)."""
     from dbt.cli.main import dbtRunner
 
+    nodes = []
+    for ds in ("2024-06-01", "2025-01-15"):
+        target = tmp_path / ds
+        args = ["parse", "--vars", json.dumps({"as_of_date": ds}), "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT)]
+        assert dbtRunner().invoke([*args, "--target-path", str(target), "--quiet"]).success
+        manifest = json.loads((target / "manifest.json").read_text())
+        nodes.append({key: {k: v for k, v in node.items() if k != "created_at"} for key, node in manifest["nodes"].items()})
+    assert len(nodes[0]) > 80
+    assert [key for key in nodes[0] if nodes[0][key] != nodes[1].get(key)] == []
+
+
+def test_as_of_date_is_required_and_parse_writes_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbt.cli.main import dbtRunner
+
+    monkeypatch.delenv("PIPELINE_AS_OF_DATE", raising=False)
     env = stage_env(tmp_path)
     common = ["--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT), "--target-path", env["DBT_TARGET_PATH"], "--quiet"]
     parsed = dbtRunner().invoke(["parse", *common])
