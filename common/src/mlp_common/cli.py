@@ -6,6 +6,8 @@ Bad input or configuration ends in one line on stderr and a distinct exit code (
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -48,6 +50,36 @@ def _quiet_side_errors(stage: str) -> None:
 
 def run_app(app: typer.Typer, stage: str, args: list[str] | None = None) -> NoReturn:
     """Entry point of every stage CLI: `if __name__ == "__main__": run_app(app, "ingest")`."""
+    try:
+        _run(app, stage, args)
+    except SystemExit as exc:
+        _exit_without_teardown(exc.code)
+
+
+def _exit_without_teardown(code: object) -> NoReturn:
+    """Leave as a normal exit does, minus the interpreter's finalisation, which frees every object
+    one by one: 0.4-0.5 s after a dbt build (its parsed project is ~180 k objects), paid by every
+    layer of every run for nothing, since the process ends anyway. Non-daemon threads are joined
+    and the exit handlers run first (log files flushed and closed, temporary folders removed), as
+    Python itself does before finalising."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1, as Python does
+        print(code, file=sys.stderr)
+        status = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to deliver
+            stream.flush()
+    os._exit(status)
+
+
+def _run(app: typer.Typer, stage: str, args: list[str] | None) -> NoReturn:
     set_context(stage=stage)
     _quiet_side_errors(stage)  # also configures logging first: driver warnings become JSON lines on stdout
     try:
