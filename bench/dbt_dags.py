@@ -111,8 +111,9 @@ def cosmos_dag(ds: date, manifest: Path) -> Any:
             dbt_project_path=project,
             manifest_path=manifest,
             install_dbt_deps=False,  # no packages (and no dbt hub here)
-            dbt_vars={"as_of_date": ds.isoformat()},
-            env_vars={"PIPELINE_CHURN_HORIZON_DAYS": str(PARAMS["churn_horizon_days"])},
+            # the date as dbt-stage hands it over (read at execution: a new date keeps the parse);
+            # dbt_vars={"as_of_date": ...} works too, but makes the first task parse the whole project
+            env_vars={"PIPELINE_AS_OF_DATE": ds.isoformat()},
         ),
         profile_config=ProfileConfig(profile_name="churn", target_name="warehouse", profiles_yml_filepath=project / "profiles.yml"),
         execution_config=ExecutionConfig(
