@@ -375,9 +375,10 @@ def manifest(base: Mapping[str, str]) -> Path:
     return target / "manifest.json"
 
 
-# Where each mode's dbt looks for the parse it can re-use: ours in the stage's target folder, cosmos
-# in the project's (it copies the newer of that and its own cache into each task's folder).
-PARSE_FOLDERS = {"layers": lambda env: Path(env["DBT_TARGET_PATH"]), "cosmos": lambda env: REPO / "dbt" / "target"}
+def parse_folder(mode: str, env: Mapping[str, str]) -> Path:
+    """Where a mode's dbt looks for a parse to re-use: ours in the stage's target folder, cosmos in the
+    project's (it copies the newer of that and its own cache into each task's folder)."""
+    return Path(env["DBT_TARGET_PATH"]) if mode == "layers" else REPO / "dbt" / "target"
 
 
 def layers_vs_cosmos(base: Mapping[str, str], clones: Mapping[str, str], manifest_path: Path, test_behavior: str) -> dict[str, Any]:
@@ -391,7 +392,7 @@ def layers_vs_cosmos(base: Mapping[str, str], clones: Mapping[str, str], manifes
     out: dict[str, Any] = {}
     for mode, clone in clones.items():
         env = {**base, "PGDATABASE": clone}
-        run_stage("dbt", ["dbt-stage", "parse"], {**stage_env(env, stages.DBT_STAGING), "DBT_TARGET_PATH": str(PARSE_FOLDERS[mode](env))})
+        run_stage("dbt", ["dbt-stage", "parse"], {**stage_env(env, stages.DBT_STAGING), "DBT_TARGET_PATH": str(parse_folder(mode, env))})
         script = [uv(), "run", "--quiet", "--frozen", "--project", str(REPO / "bench"), "python", str(REPO / "bench" / "dbt_dags.py")]
         timed = run_timed(
             [*script, mode, "--ds", D.isoformat(), "--manifest", str(manifest_path)],

@@ -388,8 +388,8 @@ def test_a_new_date_reuses_the_previous_parse(db: psycopg.Connection, tmp_path: 
     assert second.returncode == 0, second.stderr
     assert "Found 10 models" in second.stdout and "Unable to do partial parsing" not in second.stdout
     run_results = json.loads((tmp_path / "target" / "run_results.json").read_text())
-    unique_ids = [r for r in run_results["results"] if r["unique_id"].startswith("test.churn.unique_stg_raw__transactions_transaction_id")]
-    assert len(unique_ids) == 1 and f"load_date > cast('{next_day}' as date) - 2" in unique_ids[0]["compiled_code"]
+    unique_test = [r for r in run_results["results"] if r["unique_id"].startswith("test.churn.unique_stg_raw__transactions_transaction_id")]
+    assert len(unique_test) == 1 and f"load_date > cast('{next_day}' as date) - 2" in unique_test[0]["compiled_code"]
 
 
 def test_nothing_the_parse_stores_depends_on_the_date(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ class Layer(StrEnum):
 AS_OF_DATE_ENV = "PIPELINE_AS_OF_DATE"
 
 
-def _logical_date(ds: str) -> str:
+def _set_logical_date(ds: str) -> str:
     """The validated date, also handed to the models (AS_OF_DATE_ENV) and to the log context."""
     try:
         as_of = date.fromisoformat(ds).isoformat()
@@ -90,11 +90,11 @@ def _finish(outcome: DbtOutcome, **context: object) -> None:
 @app.command()
 def build(
     layer: Annotated[Layer, typer.Option(help="Which folder of models to build and test (all = the whole project).")],
-    ds: Annotated[str, typer.Option(help="Logical date YYYY-MM-DD; becomes the var as_of_date.")],
+    ds: Annotated[str, typer.Option(help="Logical date YYYY-MM-DD; the models' as_of_date.")],
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild incremental marts from scratch.")] = False,
 ) -> None:
     """Build (run + test) one layer for the logical date: `PIPELINE_AS_OF_DATE=D dbt build --select <layer>`."""
-    as_of = _logical_date(ds)
+    as_of = _set_logical_date(ds)
     project = project_dir()
     _check_warehouse()
     command = ["build"]
@@ -113,7 +113,7 @@ def freshness(ds: Annotated[str, typer.Option(help="Logical date YYYY-MM-DD (rec
 
     raw.customers may not exist yet (ingest creates it on its first customers load): it is then
     left out and reported as missing instead of failing the check."""
-    as_of = _logical_date(ds)
+    as_of = _set_logical_date(ds)
     project = project_dir()
     _check_warehouse()
     with connect("dbt-stage") as conn:
@@ -139,7 +139,7 @@ def parse() -> None:
 @app.command()
 def docs(ds: Annotated[str, typer.Option(help="Logical date YYYY-MM-DD (the docs compile the models for it).")]) -> None:
     """`dbt docs generate`: the catalog and the static docs site in the target folder."""
-    as_of = _logical_date(ds)
+    as_of = _set_logical_date(ds)
     project = project_dir()
     _check_warehouse()
     outcome = invoke(["docs", "generate"], project=project)
