@@ -368,11 +368,15 @@ def clone_database(server: Mapping[str, str], source: str, name: str) -> str:
     raise AssertionError("unreachable")
 
 
-def manifest(base: Mapping[str, str]) -> Path:
-    """`dbt-stage parse` once: the manifest cosmos renders its DAG from (no warehouse query)."""
-    target = BENCH_DATA / "manifest"
-    run_stage("dbt", ["dbt-stage", "parse"], {**stage_env(base, stages.DBT_STAGING), "DBT_TARGET_PATH": str(target)})
+def dbt_parse(env: Mapping[str, str], target: Path) -> Path:
+    """`dbt-stage parse` for the database of `env` into `target` (manifest.json, partial_parse.msgpack)."""
+    run_stage("dbt", ["dbt-stage", "parse"], {**stage_env(env, stages.DBT_STAGING), "DBT_TARGET_PATH": str(target)})
     return target / "manifest.json"
+
+
+def manifest(base: Mapping[str, str]) -> Path:
+    """Parsed once: the manifest cosmos renders its DAG from (no warehouse query)."""
+    return dbt_parse(base, BENCH_DATA / "manifest")
 
 
 def parse_folder(mode: str, env: Mapping[str, str]) -> Path:
@@ -392,7 +396,7 @@ def layers_vs_cosmos(base: Mapping[str, str], clones: Mapping[str, str], manifes
     out: dict[str, Any] = {}
     for mode, clone in clones.items():
         env = {**base, "PGDATABASE": clone}
-        run_stage("dbt", ["dbt-stage", "parse"], {**stage_env(env, stages.DBT_STAGING), "DBT_TARGET_PATH": str(parse_folder(mode, env))})
+        dbt_parse(env, parse_folder(mode, env))
         script = [uv(), "run", "--quiet", "--frozen", "--project", str(REPO / "bench"), "python", str(REPO / "bench" / "dbt_dags.py")]
         timed = run_timed(
             [*script, mode, "--ds", D.isoformat(), "--manifest", str(manifest_path)],

@@ -9,6 +9,7 @@ exactly the dbt test that guards against it fail.
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -386,7 +387,7 @@ def test_a_new_date_reuses_the_previous_parse(db: psycopg.Connection, tmp_path: 
     next_day = (date.fromisoformat(D) + timedelta(days=1)).isoformat()
     second = dbt_stage(tmp_path, "build", "--layer", "staging", "--ds", next_day)
     assert second.returncode == 0, second.stderr
-    assert "Found 10 models" in second.stdout and "Unable to do partial parsing" not in second.stdout
+    assert re.search(r"Found \d+ models", second.stdout) and "Unable to do partial parsing" not in second.stdout
     run_results = json.loads((tmp_path / "target" / "run_results.json").read_text())
     unique_test = [r for r in run_results["results"] if r["unique_id"].startswith("test.churn.unique_stg_raw__transactions_transaction_id")]
     assert len(unique_test) == 1 and f"load_date > cast('{next_day}' as date) - 2" in unique_test[0]["compiled_code"]

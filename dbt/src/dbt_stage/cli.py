@@ -43,8 +43,8 @@ class Layer(StrEnum):
 
 
 # The models' as_of_date (macros/as_of_date.sql). An environment variable, not `--vars`: dbt parses
-# the whole project again whenever --vars changes (every day, ~1.5 s in each layer's first process),
-# while the date in the environment is read only at execution and leaves the parse reusable.
+# the whole project again whenever --vars changes (~1.5 s in the first layer of every day), while the
+# date in the environment is read only at execution and leaves the parse re-usable.
 AS_OF_DATE_ENV = "PIPELINE_AS_OF_DATE"
 
 
